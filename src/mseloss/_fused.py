@@ -1,0 +1,202 @@
+"""The autograd layer between :mod:`mseloss.functional` and the kernels.
+
+:func:`mse` takes validated arguments and decides between the fused kernels (through
+:class:`FusedMSELoss`) and the plain-PyTorch reference. When a gradient is wanted from a reduced
+loss, the forward kernel writes it in the same pass as the sum; the backward then hands that buffer
+to autograd as it is when the upstream gradient is exactly one, scales it otherwise, and negates it
+for the target.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch.autograd import forward_ad
+
+from mseloss import reference
+from mseloss._backend import kernels_for
+from mseloss._reduction import Reduction
+
+__all__ = ["FusedMSELoss", "mse", "result_dtype"]
+
+_KERNEL_DTYPES = frozenset((torch.float64, torch.float32, torch.float16, torch.bfloat16))
+_EXACT_IN_PLACE_SCALING = frozenset((torch.float64, torch.float32))
+
+
+def result_dtype(input: torch.Tensor, target: torch.Tensor) -> torch.dtype:
+    """The promoted dtype of the loss, with PyTorch's error for types it has no kernel for.
+
+    Raises:
+        NotImplementedError: For integer, boolean and complex results (PyTorch's message).
+    """
+    dtype = torch.result_type(input, target)
+    if not dtype.is_floating_point:
+        name = torch.empty((), dtype=dtype, device="meta").type().rpartition(".")[2]
+        name = name.removesuffix("Tensor")
+        raise NotImplementedError(f"\"mse_{input.device.type}\" not implemented for '{name}'")
+    return dtype
+
+
+def _transforms_active() -> bool:
+    """True inside torch.func transforms, forward-mode AD or a torch.compile trace."""
+    return (
+        torch._C._are_functorch_transforms_active()
+        or forward_ad._current_level >= 0
+        or torch.compiler.is_compiling()
+    )
+
+
+def _is_dense(x: torch.Tensor) -> bool:
+    """Whether ``x`` covers a gap-free block of memory with each element once (any dim order)."""
+    if x.is_contiguous():
+        return True
+    expected = 1
+    for stride, size in sorted((t, s) for s, t in zip(x.shape, x.stride()) if s != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _same_layout(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` and ``y`` with one dense memory order the kernels can walk flat (copies if needed)."""
+    if x.stride() == y.stride() and _is_dense(x):
+        return x, y
+    return x.contiguous(), y.contiguous()
+
+
+def _like(x: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` with ``x``'s strides (a copy only when they differ)."""
+    if tensor.stride() == x.stride():
+        return tensor
+    return torch.empty_like(x).copy_(tensor)
+
+
+def _operands(
+    input: torch.Tensor, target: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both operands in the loss dtype (copies only where a cast is needed)."""
+    x = input if input.dtype == dtype else input.to(dtype)
+    y = target if target.dtype == dtype else target.to(dtype)
+    return x, y
+
+
+class FusedMSELoss(torch.autograd.Function):
+    """Autograd wrapper around a kernel module (``sse_forward``, ``squared_error``, ``mse_backward``).
+
+    Operands of different shapes go through the chunked broadcasting path of
+    :mod:`mseloss.reference` instead of the kernels; ``kernels`` may then be ``None``.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        input: torch.Tensor,
+        target: torch.Tensor,
+        reduction: Reduction,
+        dtype: torch.dtype,
+        kernels: ModuleType | None,
+    ) -> torch.Tensor:
+        ctx.reduction = reduction
+        ctx.kernels = kernels
+        ctx.dtype = dtype
+        ctx.grad = None
+        ctx.save_for_backward(input, target)
+        x, y = _operands(input, target, dtype)
+        if x.shape != y.shape:
+            return reference.broadcast_mse_forward(x, y, reduction)
+        assert kernels is not None
+        x, y = _same_layout(x, y)
+        numel = x.numel()
+        if reduction == Reduction.NONE:
+            out = torch.empty_like(x)
+            if numel:
+                kernels.squared_error(x, y, out)
+            return out
+        if numel == 0:
+            empty = torch.nan if reduction == Reduction.MEAN else 0.0
+            return torch.full((), empty, dtype=dtype, device=x.device)
+        scale = 1.0 / numel if reduction == Reduction.MEAN else 1.0
+        grad = None
+        if (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]) and kernels.PRECOMPUTE_GRAD:
+            grad = torch.empty_like(x)
+        loss = kernels.sse_forward(x, y, scale, grad)
+        ctx.grad = grad
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, upstream: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        input, target = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        reduction: Reduction = ctx.reduction
+        dtype: torch.dtype = ctx.dtype
+        kernels: ModuleType | None = ctx.kernels
+        grad: torch.Tensor | None = ctx.grad
+        ctx.grad = None  # the precomputed buffer is handed over once; a retained graph recomputes
+        if torch.is_grad_enabled():  # create_graph=True: stay differentiable
+            grad_input, grad_target = reference.mse_backward(input, target, upstream, reduction)
+            return (
+                grad_input if needs[0] else None,
+                grad_target if needs[1] else None,
+                None,
+                None,
+                None,
+            )
+        if grad is not None:
+            assert kernels is not None
+            if kernels.upstream_is_one(upstream):
+                pass
+            elif dtype in _EXACT_IN_PLACE_SCALING:
+                grad.mul_(upstream)
+            else:  # a half type: scaling the rounded buffer would round twice
+                grad = None
+        if grad is None:
+            x, y = _operands(input, target, dtype)
+            if x.shape != y.shape:
+                gx, gy = reference.broadcast_mse_backward(x, y, upstream, reduction, needs[:2])
+                return gx, gy, None, None, None
+            assert kernels is not None
+            x, y = _same_layout(x, y)
+            grad = torch.empty_like(x)
+            if x.numel():
+                if reduction == Reduction.NONE:
+                    scalar = all(s == 0 for s in upstream.stride())
+                    g = upstream.reshape(-1)[0] if scalar else _like(x, upstream)
+                    kernels.mse_backward(x, y, g, 1.0, grad)
+                else:
+                    scale = 1.0 / x.numel() if reduction == Reduction.MEAN else 1.0
+                    kernels.mse_backward(x, y, upstream, scale, grad)
+        grad_input = grad if needs[0] else None
+        grad_target = None
+        if needs[1]:
+            grad_target = torch.neg(grad) if needs[0] else grad.neg_()
+        if grad_input is not None and grad_input.dtype != input.dtype:
+            grad_input = grad_input.to(input.dtype)
+        if grad_target is not None and grad_target.dtype != target.dtype:
+            grad_target = grad_target.to(target.dtype)
+        return grad_input, grad_target, None, None, None
+
+
+def mse(input: torch.Tensor, target: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """The unweighted loss through the best available path.
+
+    Args:
+        input: Predictions (a tensor).
+        target: Targets, broadcastable with ``input``.
+        reduction: A parsed reduction.
+
+    Returns:
+        The loss; differentiable with respect to both operands.
+    """
+    same = input.dtype == target.dtype and input.dtype in _KERNEL_DTYPES
+    dtype = input.dtype if same else result_dtype(input, target)
+    plain = type(input) is torch.Tensor and type(target) is torch.Tensor
+    if plain and dtype in _KERNEL_DTYPES and not _transforms_active():
+        kernels = kernels_for(input)
+        # Mismatched shapes take the chunked broadcasting path whatever the backend: it never
+        # materialises the broadcast operands.
+        if (kernels is not None or input.shape != target.shape) and (input.device == target.device):
+            return FusedMSELoss.apply(input, target, reduction, dtype, kernels)
+    return reference.mse_loss(input, target, reduction)

@@ -1,0 +1,408 @@
+"""Fused CPU kernels for the mean squared error, compiled with numba.
+
+Every kernel works on flat, contiguous 1-D arrays: the op layer hands over tensors whose memory
+orders agree (contiguous, or dense with identical strides) and views them as their storage.
+Supported element types are float64, float32, float16 and bfloat16. numba has no half types on
+the CPU, so half tensors travel as 16-bit integer arrays (float16 as ``uint16``, bfloat16 as
+``int16``) and are converted with LLVM's own ``fpext``/``fptrunc`` for float16 (one instruction
+with F16C) and with bit operations for bfloat16.
+
+All arithmetic is done in float64, and the reductions accumulate in float64 over fixed blocks of
+:data:`BLOCK` elements whose partial sums are added in block order. The result therefore does not
+depend on the number of threads, and a float32 mean or sum is within one ulp of the exact value.
+
+The launchers at the bottom of this file split the blocks between threads of a small pool (the
+kernels release the GIL) once a tensor is larger than :data:`PARALLEL_THRESHOLD`; the number of
+threads follows :func:`torch.get_num_threads`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import njit, types
+from numba.core.extending import intrinsic, overload
+
+__all__ = [
+    "BLOCK",
+    "PARALLEL_THRESHOLD",
+    "PRECOMPUTE_GRAD",
+    "SUPPORTED_DTYPES",
+    "mse_backward",
+    "squared_error",
+    "sse_forward",
+    "upstream_is_one",
+]
+
+#: Elements per reduction block. 2**14 float32 elements of x and y (128 KiB together) stay in L2
+#: while a block is summed, and a fixed block size keeps the summation order independent of the
+#: number of threads.
+BLOCK = 1 << 14
+
+#: Below this many elements a call stays on the calling thread: handing work to another thread
+#: costs about 20 microseconds here, as much as one pass over 2**17 float32 elements.
+PARALLEL_THRESHOLD = 1 << 18
+
+SUPPORTED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+#: The reduced forward writes the gradient in the same pass when one is needed: on the CPU the
+#: backward can check for free whether the upstream gradient is one and then return it untouched.
+PRECOMPUTE_GRAD = True
+
+_JIT = {"nogil": True, "cache": True, "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
+
+
+# --------------------------------------------------------------------------------------------
+# Scalar conversions for the half types (bit patterns in 16-bit integers).
+# --------------------------------------------------------------------------------------------
+
+
+@intrinsic
+def _float16_bits_to_float64(typingctx: Any, bits: Any) -> Any:
+    """Widen a float16 bit pattern held in a ``uint16`` to float64 (exact)."""
+    sig = types.float64(types.uint16)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        half = builder.bitcast(args[0], ir.HalfType())
+        return builder.fpext(half, ir.DoubleType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _float32_to_float16_bits(typingctx: Any, value: Any) -> Any:
+    """Round a float32 to the nearest float16 (ties to even) and return its bit pattern."""
+    sig = types.uint16(types.float32)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        half = builder.fptrunc(args[0], ir.HalfType())
+        return builder.bitcast(half, ir.IntType(16))
+
+    return sig, codegen
+
+
+@intrinsic
+def _bits_to_float32(typingctx: Any, bits: Any) -> Any:
+    """Reinterpret a ``uint32`` bit pattern as float32."""
+    sig = types.float32(types.uint32)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _float32_to_bits(typingctx: Any, value: Any) -> Any:
+    """Reinterpret a float32 as its ``uint32`` bit pattern."""
+    sig = types.uint32(types.float32)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def _bfloat16_bits_to_float64(bits: Any) -> Any:
+    return np.float64(_bits_to_float32((np.uint32(bits) & np.uint32(0xFFFF)) << np.uint32(16)))
+
+
+@njit(inline="always")
+def _float64_to_bfloat16_bits(value: Any) -> Any:
+    bits = _float32_to_bits(np.float32(value))
+    if (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):  # NaN: keep it quiet
+        return np.int16((bits >> np.uint32(16)) | np.uint32(0x40))
+    # Round to nearest, ties to even: add 0x7FFF plus the lowest kept bit, then truncate.
+    return np.int16(
+        (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    )
+
+
+def _load(array: Any, index: Any) -> Any:  # pragma: no cover - replaced by the overload
+    raise NotImplementedError
+
+
+def _store(array: Any, index: Any, value: Any) -> None:  # pragma: no cover - as above
+    raise NotImplementedError
+
+
+@overload(_load, inline="always")
+def _load_as_float64(array: Any, index: Any) -> Any:
+    """Read one element of any supported storage type as float64."""
+    dtype = array.dtype
+    if dtype == types.uint16:
+
+        def load_float16(array: Any, index: Any) -> Any:
+            return _float16_bits_to_float64(array[index])
+
+        return load_float16
+    if dtype == types.int16:
+
+        def load_bfloat16(array: Any, index: Any) -> Any:
+            return _bfloat16_bits_to_float64(array[index])
+
+        return load_bfloat16
+
+    def load_native(array: Any, index: Any) -> Any:
+        return np.float64(array[index])
+
+    return load_native
+
+
+@overload(_store, inline="always")
+def _store_from_float64(array: Any, index: Any, value: Any) -> Any:
+    """Round a float64 once (twice for the half types: via float32) into the storage type."""
+    dtype = array.dtype
+    if dtype == types.uint16:
+
+        def store_float16(array: Any, index: Any, value: Any) -> None:
+            array[index] = _float32_to_float16_bits(np.float32(value))
+
+        return store_float16
+    if dtype == types.int16:
+
+        def store_bfloat16(array: Any, index: Any, value: Any) -> None:
+            array[index] = _float64_to_bfloat16_bits(value)
+
+        return store_bfloat16
+
+    def store_native(array: Any, index: Any, value: Any) -> None:
+        array[index] = value
+
+    return store_native
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels. Each one handles blocks [first_block, stop_block) so that threads can share a call.
+# --------------------------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def _sse_forward_partial(x: Any, y: Any, partials: Any, first_block: int, stop_block: int) -> None:
+    """Sum of squared differences of each block, in float64, into ``partials``."""
+    n = x.size
+    for block in range(first_block, stop_block):
+        start = block * BLOCK
+        stop = min(start + BLOCK, n)
+        xs = x[start:stop]
+        ys = y[start:stop]
+        total = 0.0
+        for i in range(xs.size):
+            diff = _load(xs, i) - _load(ys, i)
+            total += diff * diff
+        partials[block] = total
+
+
+@njit(**_JIT)
+def _sse_forward_with_grad_partial(
+    x: Any, y: Any, grad: Any, grad_scale: float, partials: Any, first_block: int, stop_block: int
+) -> None:
+    """As :func:`_sse_forward_partial`, also writing ``grad = grad_scale * (x - y)``."""
+    n = x.size
+    for block in range(first_block, stop_block):
+        start = block * BLOCK
+        stop = min(start + BLOCK, n)
+        xs = x[start:stop]
+        ys = y[start:stop]
+        gs = grad[start:stop]
+        total = 0.0
+        for i in range(xs.size):
+            diff = _load(xs, i) - _load(ys, i)
+            total += diff * diff
+            _store(gs, i, grad_scale * diff)
+        partials[block] = total
+
+
+@njit(**_JIT)
+def _squared_error(x: Any, y: Any, out: Any, first_block: int, stop_block: int) -> None:
+    """Elementwise ``out = (x - y) ** 2``, rounded once into ``out``'s type."""
+    n = x.size
+    for block in range(first_block, stop_block):
+        start = block * BLOCK
+        stop = min(start + BLOCK, n)
+        xs = x[start:stop]
+        ys = y[start:stop]
+        os_ = out[start:stop]
+        for i in range(xs.size):
+            diff = _load(xs, i) - _load(ys, i)
+            _store(os_, i, diff * diff)
+
+
+@njit(**_JIT)
+def _mse_backward_scalar(
+    x: Any, y: Any, scale: float, grad: Any, first_block: int, stop_block: int
+) -> None:
+    """``grad = scale * (x - y)`` for a scalar upstream gradient folded into ``scale``."""
+    n = x.size
+    for block in range(first_block, stop_block):
+        start = block * BLOCK
+        stop = min(start + BLOCK, n)
+        xs = x[start:stop]
+        ys = y[start:stop]
+        gs = grad[start:stop]
+        for i in range(xs.size):
+            _store(gs, i, scale * (_load(xs, i) - _load(ys, i)))
+
+
+@njit(**_JIT)
+def _mse_backward_elementwise(
+    x: Any, y: Any, upstream: Any, scale: float, grad: Any, first_block: int, stop_block: int
+) -> None:
+    """``grad = scale * upstream * (x - y)`` with an elementwise upstream gradient."""
+    n = x.size
+    for block in range(first_block, stop_block):
+        start = block * BLOCK
+        stop = min(start + BLOCK, n)
+        xs = x[start:stop]
+        ys = y[start:stop]
+        us = upstream[start:stop]
+        gs = grad[start:stop]
+        for i in range(xs.size):
+            _store(gs, i, scale * _load(us, i) * (_load(xs, i) - _load(ys, i)))
+
+
+@njit(nogil=True, cache=True)
+def _sum_in_order(partials: Any) -> float:
+    """Add the block sums one after the other (no reassociation: the order is fixed)."""
+    total = 0.0
+    for value in partials:
+        total += value
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers: torch tensors in, numpy views to the kernels, blocks split between threads.
+# --------------------------------------------------------------------------------------------
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+_pool_workers = 0
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """The shared helper-thread pool, rebuilt after a fork or a change of thread count."""
+    global _pool, _pool_pid, _pool_workers
+    pid = os.getpid()
+    with _pool_lock:
+        if _pool is None or _pool_pid != pid or _pool_workers != workers:
+            if _pool is not None and _pool_pid == pid:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mseloss")
+            _pool_pid = pid
+            _pool_workers = workers
+        return _pool
+
+
+def _launch(kernel: Callable[..., None], numel: int, *args: Any) -> None:
+    """Run ``kernel(*args, first_block, stop_block)`` over all blocks, on several threads if large."""
+    blocks = -(-numel // BLOCK)
+    threads = min(torch.get_num_threads(), blocks) if numel >= PARALLEL_THRESHOLD else 1
+    if threads <= 1:
+        kernel(*args, 0, blocks)
+        return
+    bounds = [blocks * t // threads for t in range(threads + 1)]
+    pool = _executor(threads - 1)
+    futures = [pool.submit(kernel, *args, bounds[t], bounds[t + 1]) for t in range(1, threads)]
+    kernel(*args, bounds[0], bounds[1])
+    for future in futures:
+        future.result()
+
+
+_STORAGE_VIEW = {torch.float16: torch.uint16, torch.bfloat16: torch.int16}
+
+
+def _as_array(tensor: torch.Tensor) -> np.ndarray:
+    """The flat storage of a dense tensor as a numpy array the kernels understand."""
+    storage_dtype = _STORAGE_VIEW.get(tensor.dtype)
+    if storage_dtype is not None:
+        tensor = tensor.view(storage_dtype)
+    if tensor.is_contiguous():
+        return tensor.numpy().reshape(-1)
+    return tensor.as_strided((tensor.numel(),), (1,)).numpy()
+
+
+def sse_forward(
+    x: torch.Tensor, y: torch.Tensor, scale: float, grad: torch.Tensor | None
+) -> torch.Tensor:
+    """Return ``scale * sum((x - y) ** 2)`` as a 0-d tensor of ``x``'s dtype.
+
+    Args:
+        x: Input, dense, same dtype and strides as ``y``.
+        y: Target.
+        scale: ``1 / N`` for a mean, ``1`` for a sum.
+        grad: If given, receives ``2 * scale * (x - y)`` in the same pass.
+
+    Returns:
+        The reduced loss, rounded once from the float64 sum.
+    """
+    numel = x.numel()
+    partials = np.empty(-(-numel // BLOCK), dtype=np.float64)
+    if grad is None:
+        _launch(_sse_forward_partial, numel, _as_array(x), _as_array(y), partials)
+    else:
+        _launch(
+            _sse_forward_with_grad_partial,
+            numel,
+            _as_array(x),
+            _as_array(y),
+            _as_array(grad),
+            2.0 * scale,
+            partials,
+        )
+    return torch.scalar_tensor(_sum_in_order(partials) * scale, dtype=x.dtype)
+
+
+def squared_error(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+    """Write ``(x - y) ** 2`` into ``out`` (same dtype and strides as ``x``)."""
+    _launch(_squared_error, x.numel(), _as_array(x), _as_array(y), _as_array(out))
+
+
+def upstream_is_one(upstream: torch.Tensor) -> bool:
+    """Whether a 0-d upstream gradient is exactly one (a cheap read on the CPU)."""
+    return bool(upstream.item() == 1.0)
+
+
+def mse_backward(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    upstream: torch.Tensor,
+    scale: float,
+    grad: torch.Tensor,
+) -> None:
+    """Write ``2 * scale * upstream * (x - y)`` into ``grad``.
+
+    Args:
+        x: Input, dense, same dtype and strides as ``y`` and ``grad``.
+        y: Target.
+        upstream: The upstream gradient: 0-d, or a tensor laid out as ``x``.
+        scale: ``1 / N`` for a mean, ``1`` otherwise.
+        grad: Output buffer.
+    """
+    if upstream.dim():
+        _launch(
+            _mse_backward_elementwise,
+            x.numel(),
+            _as_array(x),
+            _as_array(y),
+            _as_array(upstream),
+            2.0 * scale,
+            _as_array(grad),
+        )
+    else:
+        _launch(
+            _mse_backward_scalar,
+            x.numel(),
+            _as_array(x),
+            _as_array(y),
+            2.0 * scale * upstream.item(),
+            _as_array(grad),
+        )

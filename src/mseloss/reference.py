@@ -1,0 +1,215 @@
+"""The mean squared error in plain PyTorch operations.
+
+This is the definition every kernel is tested against and the path taken for anything the kernels
+do not handle: tensor subclasses, devices without a kernel, autograd transforms, double backward
+and broadcasting targets. Half types (float16, bfloat16) are computed in float32 ("opmath") and
+rounded once at the end, unlike PyTorch's eager kernels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mseloss._reduction import Reduction
+
+__all__ = [
+    "broadcast_mse_backward",
+    "broadcast_mse_forward",
+    "mse_backward",
+    "mse_loss",
+    "opmath_dtype",
+    "weighted_mse_loss",
+]
+
+#: Largest number of broadcast elements a chunk of the broadcasting path materialises at once.
+BROADCAST_CHUNK = 1 << 20
+
+_HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The type arithmetic is done in: float32 for the half types, ``dtype`` itself otherwise."""
+    return torch.float32 if dtype in _HALF_TYPES else dtype
+
+
+def _reduce(losses: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    if reduction == Reduction.MEAN:
+        return losses.mean()
+    if reduction == Reduction.SUM:
+        return losses.sum()
+    return losses
+
+
+def mse_loss(input: torch.Tensor, target: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """``reduction((input - target) ** 2)`` with PyTorch's type promotion and broadcasting.
+
+    Differentiable by autograd to any order.
+
+    Args:
+        input: Predictions.
+        target: Targets, broadcastable with ``input``.
+        reduction: How to combine the elementwise losses.
+
+    Returns:
+        The loss, in the promoted dtype of ``input`` and ``target``.
+    """
+    dtype = torch.result_type(input, target)
+    opmath = opmath_dtype(dtype)
+    diff = input.to(opmath) - target.to(opmath)
+    return _reduce(diff * diff, reduction).to(dtype)
+
+
+def weighted_mse_loss(
+    input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, reduction: Reduction
+) -> torch.Tensor:
+    """PyTorch 2.13's weighted loss: ``w * (x - y) ** 2``, summed, or divided by ``sum(w)``.
+
+    Args:
+        input: Predictions.
+        target: Targets, broadcastable with ``input``.
+        weight: One weight per element of ``input``.
+        reduction: ``MEAN`` is ``sum(w * l) / sum(w)``.
+
+    Returns:
+        The loss, in the promoted dtype of ``input``, ``target`` and ``weight``.
+    """
+    dtype = torch.promote_types(torch.result_type(input, target), weight.dtype)
+    opmath = opmath_dtype(dtype)
+    diff = input.to(opmath) - target.to(opmath)
+    losses = diff * diff * weight.to(opmath)
+    if reduction == Reduction.MEAN:
+        return (losses.sum() / weight.to(opmath).sum()).to(dtype)
+    return _reduce(losses, reduction).to(dtype)
+
+
+def mse_backward(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    upstream: torch.Tensor,
+    reduction: Reduction,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`mse_loss` for both operands, differentiable again.
+
+    Args:
+        input: Predictions.
+        target: Targets, broadcastable with ``input``.
+        upstream: Gradient of the output (0-d for a reduction).
+        reduction: The forward's reduction.
+
+    Returns:
+        ``(grad_input, grad_target)`` in each operand's own shape and dtype.
+    """
+    dtype = torch.result_type(input, target)
+    opmath = opmath_dtype(dtype)
+    diff = input.to(opmath) - target.to(opmath)
+    scale = 2.0 / diff.numel() if reduction == Reduction.MEAN else 2.0
+    grad = diff * (upstream.to(opmath) * scale)
+    return (
+        grad.sum_to_size(input.shape).to(input.dtype),
+        (-grad).sum_to_size(target.shape).to(target.dtype),
+    )
+
+
+def _chunks(shape: torch.Size) -> tuple[int, list[tuple[int, int]]]:
+    """Split the broadcast ``shape`` along its longest dimension into bounded pieces."""
+    if not shape:
+        return 0, [(0, 1)]
+    dim = max(range(len(shape)), key=lambda d: shape[d])
+    length = shape[dim]
+    per_slice = max(1, shape.numel() // max(length, 1))
+    step = max(1, BROADCAST_CHUNK // per_slice)
+    return dim, [(start, min(step, length - start)) for start in range(0, length, step)]
+
+
+def _narrow(tensor: torch.Tensor, ndim: int, dim: int, start: int, length: int) -> torch.Tensor:
+    """The part of ``tensor`` that meets a chunk of the broadcast shape (size-1 dims stay)."""
+    lead = ndim - tensor.dim()
+    if dim < lead or tensor.shape[dim - lead] == 1:
+        return tensor
+    return tensor.narrow(dim - lead, start, length)
+
+
+def broadcast_mse_forward(
+    input: torch.Tensor, target: torch.Tensor, reduction: Reduction
+) -> torch.Tensor:
+    """:func:`mse_loss` for operands of different shapes, never holding the whole broadcast.
+
+    Only the output (for ``'none'``) has the broadcast size; the work is done in chunks of at most
+    :data:`BROADCAST_CHUNK` elements along the longest dimension, with float64 partial sums.
+
+    Args:
+        input: Predictions, same dtype as ``target``.
+        target: Targets, broadcastable with ``input``.
+        reduction: How to combine the elementwise losses.
+
+    Returns:
+        The loss in the operands' dtype.
+    """
+    shape = torch.broadcast_shapes(input.shape, target.shape)
+    dtype = input.dtype
+    opmath = opmath_dtype(dtype)
+    dim, chunks = _chunks(shape)
+    ndim = len(shape)
+    if reduction == Reduction.NONE:
+        out = torch.empty(shape, dtype=dtype, device=input.device)
+        for start, length in chunks:
+            x = _narrow(input, ndim, dim, start, length).to(opmath)
+            y = _narrow(target, ndim, dim, start, length).to(opmath)
+            piece = out.narrow(dim, start, length) if ndim else out
+            piece.copy_((x - y).square())
+        return out
+    accumulator = torch.float64 if opmath != torch.float64 else opmath
+    total = torch.zeros((), dtype=accumulator, device=input.device)
+    for start, length in chunks:
+        x = _narrow(input, ndim, dim, start, length).to(opmath)
+        y = _narrow(target, ndim, dim, start, length).to(opmath)
+        total += (x - y).square().sum(dtype=accumulator)
+    if reduction == Reduction.MEAN:
+        total = total / shape.numel()
+    return total.to(dtype)
+
+
+def broadcast_mse_backward(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    upstream: torch.Tensor,
+    reduction: Reduction,
+    needs: tuple[bool, bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Gradients for :func:`broadcast_mse_forward`, in the same bounded chunks.
+
+    Args:
+        input: Predictions, same dtype as ``target``.
+        target: Targets, broadcastable with ``input``.
+        upstream: Gradient of the output: 0-d for a reduction, the broadcast shape for ``'none'``.
+        reduction: The forward's reduction.
+        needs: Which of ``(input, target)`` want a gradient.
+
+    Returns:
+        ``(grad_input, grad_target)``, each summed back to its operand's shape, or ``None``.
+    """
+    shape = torch.broadcast_shapes(input.shape, target.shape)
+    dtype = input.dtype
+    opmath = opmath_dtype(dtype)
+    scale = 2.0 / shape.numel() if reduction == Reduction.MEAN else 2.0
+    dim, chunks = _chunks(shape)
+    ndim = len(shape)
+    sums = [
+        torch.zeros(op.shape, dtype=opmath, device=op.device) if need else None
+        for op, need in zip((input, target), needs)
+    ]
+    upstream = upstream.to(opmath)
+    for start, length in chunks:
+        x = _narrow(input, ndim, dim, start, length).to(opmath)
+        y = _narrow(target, ndim, dim, start, length).to(opmath)
+        g = _narrow(upstream, ndim, dim, start, length)
+        grad = (x - y) * (g * scale)
+        for sign, op, total in zip((1.0, -1.0), (input, target), sums):
+            if total is None:
+                continue
+            part = _narrow(total, ndim, dim, start, length)
+            part += grad.sum_to_size(part.shape) if sign > 0 else -grad.sum_to_size(part.shape)
+    return (
+        None if sums[0] is None else sums[0].to(input.dtype),
+        None if sums[1] is None else sums[1].to(target.dtype),
+    )
