@@ -84,7 +84,7 @@ def _operands(
 
 
 class FusedMSELoss(torch.autograd.Function):
-    """Autograd wrapper around a kernel module (``sse_forward``, ``squared_error``, ``mse_backward``).
+    """Autograd wrapper around a kernel module of :mod:`mseloss.kernels`.
 
     Operands of different shapes go through the chunked broadcasting path of
     :mod:`mseloss.reference` instead of the kernels; ``kernels`` may then be ``None``.

@@ -204,7 +204,7 @@ def broadcast_mse_backward(
         y = _narrow(target, ndim, dim, start, length).to(opmath)
         g = _narrow(upstream, ndim, dim, start, length)
         grad = (x - y) * (g * scale)
-        for sign, op, total in zip((1.0, -1.0), (input, target), sums):
+        for sign, total in zip((1.0, -1.0), sums):
             if total is None:
                 continue
             part = _narrow(total, ndim, dim, start, length)

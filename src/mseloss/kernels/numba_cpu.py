@@ -303,7 +303,7 @@ def _executor(workers: int) -> ThreadPoolExecutor:
 
 
 def _launch(kernel: Callable[..., None], numel: int, *args: Any) -> None:
-    """Run ``kernel(*args, first_block, stop_block)`` over all blocks, on several threads if large."""
+    """Run ``kernel(*args, first_block, stop_block)`` over all blocks, threaded when large."""
     blocks = -(-numel // BLOCK)
     threads = min(torch.get_num_threads(), blocks) if numel >= PARALLEL_THRESHOLD else 1
     if threads <= 1:
