@@ -116,8 +116,31 @@ def _bfloat16_bits_to_float64(bits: Any) -> Any:
 
 
 @njit(inline="always")
+def _round_to_odd_float32(value: Any) -> Any:
+    """float64 to float32 rounding to odd: exact values stay, inexact ones get an odd last bit.
+
+    Rounding to odd first and to nearest-even second gives the correctly rounded result in any
+    format at least two bits narrower than float32, so float16 and bfloat16 values are rounded
+    once, as if directly from the float64.
+    """
+    nearest = np.float32(value)
+    if np.float64(nearest) == value or value != value:  # exact, or NaN
+        return nearest
+    bits = _float32_to_bits(nearest)
+    if abs(np.float64(nearest)) > abs(value):  # rounded away from zero: take the lower neighbour
+        bits -= np.uint32(1)
+    return _bits_to_float32(bits | np.uint32(1))
+
+
+@njit(nogil=True, cache=True)
+def _round_to_odd_float32_scalar(value: float) -> float:
+    """:func:`_round_to_odd_float32` for one Python float (the final rounding of a loss)."""
+    return float(_round_to_odd_float32(value))
+
+
+@njit(inline="always")
 def _float64_to_bfloat16_bits(value: Any) -> Any:
-    bits = _float32_to_bits(np.float32(value))
+    bits = _float32_to_bits(_round_to_odd_float32(value))
     if (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):  # NaN: keep it quiet
         return np.int16((bits >> np.uint32(16)) | np.uint32(0x40))
     # Round to nearest, ties to even: add 0x7FFF plus the lowest kept bit, then truncate.
@@ -159,12 +182,12 @@ def _load_as_float64(array: Any, index: Any) -> Any:
 
 @overload(_store, inline="always")
 def _store_from_float64(array: Any, index: Any, value: Any) -> Any:
-    """Round a float64 once (twice for the half types: via float32) into the storage type."""
+    """Round a float64 once into the storage type (via float32 rounded to odd for halves)."""
     dtype = array.dtype
     if dtype == types.uint16:
 
         def store_float16(array: Any, index: Any, value: Any) -> None:
-            array[index] = _float32_to_float16_bits(np.float32(value))
+            array[index] = _float32_to_float16_bits(_round_to_odd_float32(value))
 
         return store_float16
     if dtype == types.int16:
@@ -358,7 +381,10 @@ def sse_forward(
             2.0 * scale,
             partials,
         )
-    return torch.scalar_tensor(_sum_in_order(partials) * scale, dtype=x.dtype)
+    total = _sum_in_order(partials) * scale
+    if x.dtype in _STORAGE_VIEW:  # torch rounds a Python float to a half type via float32
+        total = _round_to_odd_float32_scalar(total)
+    return torch.scalar_tensor(total, dtype=x.dtype)
 
 
 def squared_error(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:

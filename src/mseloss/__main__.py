@@ -1,0 +1,32 @@
+"""Command line: ``python -m mseloss demo`` and ``python -m mseloss bench``."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main"]
+
+_USAGE = "usage: python -m mseloss {demo,bench} [options]  (add --help after a command)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to the demo or the benchmark; returns the exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(_USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "demo":
+        from mseloss import demo
+
+        return demo.main(rest)
+    if command == "bench":
+        from mseloss import bench
+
+        return bench.main(rest)
+    print(f"unknown command {command!r}; {_USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
