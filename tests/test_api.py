@@ -21,7 +21,7 @@ def _outcome(fn, *args, **kwargs):
         warnings.simplefilter("always")
         try:
             result = fn(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - compared with PyTorch's below
+        except Exception as error:  # compared with PyTorch's outcome by the caller
             return type(error), str(error)
     return result, [str(w.message) for w in caught]
 
@@ -110,15 +110,17 @@ def test_shapes_and_dtypes_match_pytorch(x, y):
 
 
 def test_shape_mismatch_warning_points_at_the_caller():
-    with pytest.warns(UserWarning, match=re.escape("Using a target size (torch.Size([2, 3]))")) as w:
+    with pytest.warns(
+        UserWarning, match=re.escape("Using a target size (torch.Size([2, 3]))")
+    ) as w:
         mseloss.mse_loss(torch.ones(3), torch.ones(2, 3))
     assert w[0].filename == __file__
 
 
 def test_module_warning_points_like_pytorch():
-    with pytest.warns(UserWarning) as ours:
+    with pytest.warns(UserWarning, match="Using a target size") as ours:
         mseloss.MSELoss()(torch.ones(3), torch.ones(2, 3))
-    with pytest.warns(UserWarning) as theirs:
+    with pytest.warns(UserWarning, match="Using a target size") as theirs:
         torch.nn.MSELoss()(torch.ones(3), torch.ones(2, 3))
     assert str(ours[0].message) == str(theirs[0].message)
     assert ours[0].filename.endswith("modules.py")
@@ -138,7 +140,11 @@ def test_legacy_warning_points_at_the_caller():
 
 @pytest.mark.parametrize(
     ("args", "name"),
-    [((1.0, Y), "input"), ((X, [1.0, 2.0, 3.0]), "target"), ((X, Y, None, None, "mean", 2), "weight")],
+    [
+        ((1.0, Y), "input"),
+        ((X, [1.0, 2.0, 3.0]), "target"),
+        ((X, Y, None, None, "mean", 2), "weight"),
+    ],
 )
 def test_non_tensor_arguments_raise_type_error(args, name):
     with pytest.raises(TypeError, match=f"argument '{name}' must be Tensor"):
@@ -224,9 +230,11 @@ class TestModule:
 
 class TestBackends:
     def test_unknown_name_lists_the_valid_ones(self):
-        with pytest.raises(ValueError, match="'auto', 'reference', 'numba', 'triton'"):
-            with mseloss.use_backend("cuda"):
-                pass
+        with (
+            pytest.raises(ValueError, match="'auto', 'reference', 'numba', 'triton'"),
+            mseloss.use_backend("cuda"),
+        ):
+            pass
 
     def test_nesting_restores_the_outer_backend(self):
         assert mseloss.current_backend() == "auto"
@@ -263,7 +271,9 @@ class TestBackends:
 
     def test_importing_mseloss_does_not_import_the_compilers(self):
         code = "import sys, mseloss; print('numba' in sys.modules, 'triton' in sys.modules)"
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
         assert out.stdout.split() == ["False", "False"]
 
     def test_meta_tensors_give_shape_and_dtype(self):

@@ -68,10 +68,14 @@ def test_forward_ad_matches_pytorch(backend, reduction):
     tx, ty = torch.randn_like(x), torch.randn_like(y)
     with forward_ad.dual_level():
         ours = forward_ad.unpack_dual(
-            mseloss.mse_loss(forward_ad.make_dual(x, tx), forward_ad.make_dual(y, ty), reduction=reduction)
+            mseloss.mse_loss(
+                forward_ad.make_dual(x, tx), forward_ad.make_dual(y, ty), reduction=reduction
+            )
         )
         theirs = forward_ad.unpack_dual(
-            F.mse_loss(forward_ad.make_dual(x, tx), forward_ad.make_dual(y, ty), reduction=reduction)
+            F.mse_loss(
+                forward_ad.make_dual(x, tx), forward_ad.make_dual(y, ty), reduction=reduction
+            )
         )
     torch.testing.assert_close(ours.primal, theirs.primal)
     torch.testing.assert_close(ours.tangent, theirs.tangent)

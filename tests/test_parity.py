@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.conftest import assert_matches_reference
 
 import mseloss
-from tests.conftest import assert_matches_reference
 
 SHAPES = [(), (0,), (1,), (7,), (41, 401, 3), (2, 3, 0, 4), (3, 5, 7), (70_001,)]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.conftest import TOLERANCES
 from torch.testing._internal.common_methods_invocations import op_db
 from torch.testing._internal.common_modules import module_db
 
 import mseloss
-from tests.conftest import TOLERANCES
 
 OPINFO = next(op for op in op_db if op.name == "nn.functional.mse_loss")
 MODULEINFO = next(m for m in module_db if m.module_cls is torch.nn.MSELoss)

@@ -17,13 +17,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "demo":
-        from mseloss import demo
+        from mseloss.demo import main as demo_main
 
-        return demo.main(rest)
+        return demo_main(rest)
     if command == "bench":
-        from mseloss import bench
+        from mseloss.bench import main as bench_main
 
-        return bench.main(rest)
+        return bench_main(rest)
     print(f"unknown command {command!r}; {_USAGE}", file=sys.stderr)
     return 2
 

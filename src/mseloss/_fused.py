@@ -15,12 +15,14 @@ from typing import Any
 import torch
 from torch.autograd import forward_ad
 
-from mseloss import reference
+from mseloss import _library, reference
 from mseloss._backend import kernels_for
 from mseloss._reduction import Reduction
 
 __all__ = ["FusedMSELoss", "mse", "result_dtype"]
 
+_HALF_TYPES = frozenset((torch.float16, torch.bfloat16))
+_AUTOCAST_DEVICES = frozenset(("cpu", "cuda", "xpu", "mps", "hpu"))
 _KERNEL_DTYPES = frozenset((torch.float64, torch.float32, torch.float16, torch.bfloat16))
 _EXACT_IN_PLACE_SCALING = frozenset((torch.float64, torch.float32))
 
@@ -31,7 +33,7 @@ def result_dtype(input: torch.Tensor, target: torch.Tensor) -> torch.dtype:
     Raises:
         NotImplementedError: For integer, boolean and complex results (PyTorch's message).
     """
-    dtype = torch.result_type(input, target)
+    dtype = reference.result_dtype(input, target)
     if not dtype.is_floating_point:
         name = torch.empty((), dtype=dtype, device="meta").type().rpartition(".")[2]
         name = name.removesuffix("Tensor")
@@ -40,12 +42,8 @@ def result_dtype(input: torch.Tensor, target: torch.Tensor) -> torch.dtype:
 
 
 def _transforms_active() -> bool:
-    """True inside torch.func transforms, forward-mode AD or a torch.compile trace."""
-    return (
-        torch._C._are_functorch_transforms_active()
-        or forward_ad._current_level >= 0
-        or torch.compiler.is_compiling()
-    )
+    """True inside torch.func transforms or forward-mode AD (the reference path serves those)."""
+    return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
 
 
 def _is_dense(x: torch.Tensor) -> bool:
@@ -91,7 +89,7 @@ class FusedMSELoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         input: torch.Tensor,
         target: torch.Tensor,
@@ -127,7 +125,7 @@ class FusedMSELoss(torch.autograd.Function):
         return loss
 
     @staticmethod
-    def backward(ctx: Any, upstream: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, upstream: torch.Tensor) -> tuple[Any, ...]:
         input, target = ctx.saved_tensors
         needs = ctx.needs_input_grad
         reduction: Reduction = ctx.reduction
@@ -136,10 +134,10 @@ class FusedMSELoss(torch.autograd.Function):
         grad: torch.Tensor | None = ctx.grad
         ctx.grad = None  # the precomputed buffer is handed over once; a retained graph recomputes
         if torch.is_grad_enabled():  # create_graph=True: stay differentiable
-            grad_input, grad_target = reference.mse_backward(input, target, upstream, reduction)
+            differentiable = reference.mse_backward(input, target, upstream, reduction)
             return (
-                grad_input if needs[0] else None,
-                grad_target if needs[1] else None,
+                differentiable[0] if needs[0] else None,
+                differentiable[1] if needs[1] else None,
                 None,
                 None,
                 None,
@@ -192,6 +190,14 @@ def mse(input: torch.Tensor, target: torch.Tensor, reduction: Reduction) -> torc
     """
     same = input.dtype == target.dtype and input.dtype in _KERNEL_DTYPES
     dtype = input.dtype if same else result_dtype(input, target)
+    device = input.device.type
+    if dtype in _HALF_TYPES and device in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device):
+        # Autocast runs mse_loss in float32, as PyTorch's autocast op lists do.
+        input, target, dtype = input.float(), target.float(), torch.float32
+    if torch.compiler.is_compiling():
+        if dtype in _KERNEL_DTYPES and input.device == target.device:
+            return _library.mse_op(input, target, reduction)
+        return reference.mse_loss(input, target, reduction)
     plain = type(input) is torch.Tensor and type(target) is torch.Tensor
     if plain and dtype in _KERNEL_DTYPES and not _transforms_active():
         kernels = kernels_for(input)

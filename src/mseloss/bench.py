@@ -39,7 +39,9 @@ class Result:
     gbps: float
 
 
-def _step(loss_fn: Callable[..., torch.Tensor], mode: str, x: torch.Tensor, y: torch.Tensor):
+def _step(
+    loss_fn: Callable[..., torch.Tensor], mode: str, x: torch.Tensor, y: torch.Tensor
+) -> Callable[[], None]:
     if mode == "forward":
 
         def forward() -> None:
@@ -161,11 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     providers: dict[str, Callable[..., torch.Tensor]] = {"mseloss": mse_loss, "eager": F.mse_loss}
     if not args.no_compile:
-        import torch._dynamo
+        from torch import _dynamo
 
         # One specialisation per (size, dtype, mode): keep them all instead of falling back to
         # eager after the default eight.
-        torch._dynamo.config.recompile_limit = 64
+        _dynamo.config.recompile_limit = 64
         providers["compile"] = torch.compile(F.mse_loss, dynamic=False)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "

@@ -69,10 +69,10 @@ def run(epochs: int, batch_size: int, seed: int) -> tuple[list[float], list[floa
     """
     data = _load_digits()
     runs: list[tuple[torch.nn.Module, torch.optim.Optimizer, Callable[..., torch.Tensor]]] = []
-    for criterion in (torch.nn.MSELoss(), MSELoss()):
+    criteria: tuple[Callable[..., torch.Tensor], ...] = (torch.nn.MSELoss(), MSELoss())
+    for criterion in criteria:
         model = _model(seed)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-        runs.append((model, optimizer, criterion))
+        runs.append((model, torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9), criterion))
     curves: list[list[float]] = [[], []]
     step_times: list[list[float]] = [[], []]
     order = torch.Generator().manual_seed(seed)

@@ -55,7 +55,7 @@ def mse_loss(
         tensor(2.5000)
     """
     if has_torch_function_variadic(input, target, weight):
-        return handle_torch_function(  # type: ignore[no-any-return]
+        return handle_torch_function(
             mse_loss,
             (input, target, weight),
             input,

@@ -18,6 +18,7 @@ __all__ = [
     "mse_backward",
     "mse_loss",
     "opmath_dtype",
+    "result_dtype",
     "weighted_mse_loss",
 ]
 
@@ -25,6 +26,28 @@ __all__ = [
 BROADCAST_CHUNK = 1 << 20
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+def _category(dtype: torch.dtype) -> int:
+    if dtype.is_complex:
+        return 3
+    if dtype.is_floating_point:
+        return 2
+    return 0 if dtype == torch.bool else 1
+
+
+def result_dtype(input: torch.Tensor, target: torch.Tensor) -> torch.dtype:
+    """:func:`torch.result_type` of two tensors, in a form torch.compile can trace.
+
+    A 0-d operand decides the type only when its category (bool < integer < float < complex) is
+    higher than that of the other, dimensioned, operand.
+    """
+    if (input.dim() == 0) == (target.dim() == 0):
+        return torch.promote_types(input.dtype, target.dtype)
+    dimensioned, zero_dim = (input, target) if target.dim() == 0 else (target, input)
+    if _category(zero_dim.dtype) > _category(dimensioned.dtype):
+        return torch.promote_types(dimensioned.dtype, zero_dim.dtype)
+    return dimensioned.dtype
 
 
 def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -53,7 +76,7 @@ def mse_loss(input: torch.Tensor, target: torch.Tensor, reduction: Reduction) ->
     Returns:
         The loss, in the promoted dtype of ``input`` and ``target``.
     """
-    dtype = torch.result_type(input, target)
+    dtype = result_dtype(input, target)
     opmath = opmath_dtype(dtype)
     diff = input.to(opmath) - target.to(opmath)
     return _reduce(diff * diff, reduction).to(dtype)
@@ -73,7 +96,10 @@ def weighted_mse_loss(
     Returns:
         The loss, in the promoted dtype of ``input``, ``target`` and ``weight``.
     """
-    dtype = torch.promote_types(torch.result_type(input, target), weight.dtype)
+    errors = torch.empty(
+        (1,) * max(input.dim(), target.dim()), dtype=result_dtype(input, target), device="meta"
+    )
+    dtype = result_dtype(errors, weight)
     opmath = opmath_dtype(dtype)
     diff = input.to(opmath) - target.to(opmath)
     losses = diff * diff * weight.to(opmath)
@@ -99,7 +125,7 @@ def mse_backward(
     Returns:
         ``(grad_input, grad_target)`` in each operand's own shape and dtype.
     """
-    dtype = torch.result_type(input, target)
+    dtype = result_dtype(input, target)
     opmath = opmath_dtype(dtype)
     diff = input.to(opmath) - target.to(opmath)
     scale = 2.0 / diff.numel() if reduction == Reduction.MEAN else 2.0

@@ -56,7 +56,9 @@ SUPPORTED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 #: backward can check for free whether the upstream gradient is one and then return it untouched.
 PRECOMPUTE_GRAD = True
 
-_JIT = {"nogil": True, "cache": True, "fastmath": {"reassoc", "contract"}, "error_model": "numpy"}
+#: Kernels release the GIL (the launcher's threads run them side by side), are cached on disk,
+#: and may reassociate sums (vectorised float64 reductions; the order is still fixed per block).
+_kernel = njit(nogil=True, cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,8 +66,7 @@ _JIT = {"nogil": True, "cache": True, "fastmath": {"reassoc", "contract"}, "erro
 # --------------------------------------------------------------------------------------------
 
 
-@intrinsic
-def _float16_bits_to_float64(typingctx: Any, bits: Any) -> Any:
+def _float16_bits_to_float64_typer(typingctx: Any, bits: Any) -> Any:
     """Widen a float16 bit pattern held in a ``uint16`` to float64 (exact)."""
     sig = types.float64(types.uint16)
 
@@ -76,8 +77,10 @@ def _float16_bits_to_float64(typingctx: Any, bits: Any) -> Any:
     return sig, codegen
 
 
-@intrinsic
-def _float32_to_float16_bits(typingctx: Any, value: Any) -> Any:
+_float16_bits_to_float64: Any = intrinsic(_float16_bits_to_float64_typer)
+
+
+def _float32_to_float16_bits_typer(typingctx: Any, value: Any) -> Any:
     """Round a float32 to the nearest float16 (ties to even) and return its bit pattern."""
     sig = types.uint16(types.float32)
 
@@ -88,8 +91,10 @@ def _float32_to_float16_bits(typingctx: Any, value: Any) -> Any:
     return sig, codegen
 
 
-@intrinsic
-def _bits_to_float32(typingctx: Any, bits: Any) -> Any:
+_float32_to_float16_bits: Any = intrinsic(_float32_to_float16_bits_typer)
+
+
+def _bits_to_float32_typer(typingctx: Any, bits: Any) -> Any:
     """Reinterpret a ``uint32`` bit pattern as float32."""
     sig = types.float32(types.uint32)
 
@@ -99,8 +104,10 @@ def _bits_to_float32(typingctx: Any, bits: Any) -> Any:
     return sig, codegen
 
 
-@intrinsic
-def _float32_to_bits(typingctx: Any, value: Any) -> Any:
+_bits_to_float32: Any = intrinsic(_bits_to_float32_typer)
+
+
+def _float32_to_bits_typer(typingctx: Any, value: Any) -> Any:
     """Reinterpret a float32 as its ``uint32`` bit pattern."""
     sig = types.uint32(types.float32)
 
@@ -108,6 +115,9 @@ def _float32_to_bits(typingctx: Any, value: Any) -> Any:
         return builder.bitcast(args[0], ir.IntType(32))
 
     return sig, codegen
+
+
+_float32_to_bits: Any = intrinsic(_float32_to_bits_typer)
 
 
 @njit(inline="always")
@@ -208,7 +218,7 @@ def _store_from_float64(array: Any, index: Any, value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+@_kernel
 def _sse_forward_partial(x: Any, y: Any, partials: Any, first_block: int, stop_block: int) -> None:
     """Sum of squared differences of each block, in float64, into ``partials``."""
     n = x.size
@@ -224,7 +234,7 @@ def _sse_forward_partial(x: Any, y: Any, partials: Any, first_block: int, stop_b
         partials[block] = total
 
 
-@njit(**_JIT)
+@_kernel
 def _sse_forward_with_grad_partial(
     x: Any, y: Any, grad: Any, grad_scale: float, partials: Any, first_block: int, stop_block: int
 ) -> None:
@@ -244,7 +254,7 @@ def _sse_forward_with_grad_partial(
         partials[block] = total
 
 
-@njit(**_JIT)
+@_kernel
 def _squared_error(x: Any, y: Any, out: Any, first_block: int, stop_block: int) -> None:
     """Elementwise ``out = (x - y) ** 2``, rounded once into ``out``'s type."""
     n = x.size
@@ -259,7 +269,7 @@ def _squared_error(x: Any, y: Any, out: Any, first_block: int, stop_block: int) 
             _store(os_, i, diff * diff)
 
 
-@njit(**_JIT)
+@_kernel
 def _mse_backward_scalar(
     x: Any, y: Any, scale: float, grad: Any, first_block: int, stop_block: int
 ) -> None:
@@ -275,7 +285,7 @@ def _mse_backward_scalar(
             _store(gs, i, scale * (_load(xs, i) - _load(ys, i)))
 
 
-@njit(**_JIT)
+@_kernel
 def _mse_backward_elementwise(
     x: Any, y: Any, upstream: Any, scale: float, grad: Any, first_block: int, stop_block: int
 ) -> None:
