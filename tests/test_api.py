@@ -245,13 +245,21 @@ class TestBackends:
         assert mseloss.current_backend() == "auto"
 
     def test_environment_variable(self, monkeypatch):
+        from mseloss import _backend
+
         monkeypatch.setenv("MSELOSS_BACKEND", "reference")
-        assert mseloss.current_backend() == "reference"
-        with mseloss.use_backend("numba"):
-            assert mseloss.current_backend() == "numba"
-        monkeypatch.setenv("MSELOSS_BACKEND", "fast")
-        with pytest.raises(ValueError, match="MSELOSS_BACKEND: unknown backend 'fast'"):
-            mseloss.mse_loss(X, Y)
+        _backend._environment_backend.cache_clear()
+        try:
+            assert mseloss.current_backend() == "reference"
+            with mseloss.use_backend("numba"):
+                assert mseloss.current_backend() == "numba"
+            monkeypatch.setenv("MSELOSS_BACKEND", "fast")
+            _backend._environment_backend.cache_clear()
+            with pytest.raises(ValueError, match="MSELOSS_BACKEND: unknown backend 'fast'"):
+                mseloss.mse_loss(X, Y)
+        finally:
+            monkeypatch.delenv("MSELOSS_BACKEND")
+            _backend._environment_backend.cache_clear()
 
     def test_environment_variable_in_a_fresh_process(self):
         code = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import os
@@ -44,6 +45,12 @@ def current_backend() -> BackendName:
     forced = _forced.get()
     if forced is not None:
         return forced
+    return _environment_backend()
+
+
+@functools.cache
+def _environment_backend() -> BackendName:
+    """``MSELOSS_BACKEND``, read at the first call of the process (``cache_clear`` re-reads it)."""
     env = os.environ.get(_ENV)
     if not env:
         return "auto"
@@ -103,13 +110,12 @@ def kernels_for(tensor: torch.Tensor) -> ModuleType | None:
         ``mseloss.kernels.numba_cpu``, ``mseloss.kernels.triton_gpu`` or ``None``.
     """
     backend = current_backend()
-    device = tensor.device.type
     if backend == "reference":
         return None
-    if device == "cpu":
+    if tensor.is_cpu:
         if backend == "triton":
             return _load("triton_gpu") if _triton_interpreting() else None
         return _load("numba_cpu")
-    if device == "cuda" and backend in ("auto", "triton"):
+    if tensor.is_cuda and backend in ("auto", "triton"):
         return _load("triton_gpu")
     return None

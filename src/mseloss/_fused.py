@@ -41,6 +41,14 @@ def result_dtype(input: torch.Tensor, target: torch.Tensor) -> torch.dtype:
     return dtype
 
 
+def _autocasting(tensor: torch.Tensor) -> bool:
+    """Whether autocast is on for ``tensor``'s device."""
+    if tensor.is_cpu:
+        return torch.is_autocast_enabled("cpu")
+    device = tensor.device.type
+    return device in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device)
+
+
 def _transforms_active() -> bool:
     """True inside torch.func transforms or forward-mode AD (the reference path serves those)."""
     return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
@@ -93,13 +101,10 @@ class FusedMSELoss(torch.autograd.Function):
         ctx: Any,
         input: torch.Tensor,
         target: torch.Tensor,
-        reduction: Reduction,
-        dtype: torch.dtype,
-        kernels: ModuleType | None,
+        plan: tuple[Reduction, torch.dtype, ModuleType | None],
     ) -> torch.Tensor:
-        ctx.reduction = reduction
-        ctx.kernels = kernels
-        ctx.dtype = dtype
+        reduction, dtype, kernels = plan
+        ctx.plan = plan
         ctx.grad = None
         ctx.save_for_backward(input, target)
         x, y = _operands(input, target, dtype)
@@ -128,9 +133,7 @@ class FusedMSELoss(torch.autograd.Function):
     def backward(ctx: Any, upstream: torch.Tensor) -> tuple[Any, ...]:
         input, target = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        reduction: Reduction = ctx.reduction
-        dtype: torch.dtype = ctx.dtype
-        kernels: ModuleType | None = ctx.kernels
+        reduction, dtype, kernels = ctx.plan
         grad: torch.Tensor | None = ctx.grad
         ctx.grad = None  # the precomputed buffer is handed over once; a retained graph recomputes
         if torch.is_grad_enabled():  # create_graph=True: stay differentiable
@@ -138,8 +141,6 @@ class FusedMSELoss(torch.autograd.Function):
             return (
                 differentiable[0] if needs[0] else None,
                 differentiable[1] if needs[1] else None,
-                None,
-                None,
                 None,
             )
         if grad is not None:
@@ -154,7 +155,7 @@ class FusedMSELoss(torch.autograd.Function):
             x, y = _operands(input, target, dtype)
             if x.shape != y.shape:
                 gx, gy = reference.broadcast_mse_backward(x, y, upstream, reduction, needs[:2])
-                return gx, gy, None, None, None
+                return gx, gy, None
             assert kernels is not None
             x, y = _same_layout(x, y)
             grad = torch.empty_like(x)
@@ -174,7 +175,13 @@ class FusedMSELoss(torch.autograd.Function):
             grad_input = grad_input.to(input.dtype)
         if grad_target is not None and grad_target.dtype != target.dtype:
             grad_target = grad_target.to(target.dtype)
-        return grad_input, grad_target, None, None, None
+        return grad_input, grad_target, None
+
+
+#: ``FusedMSELoss.apply`` without the Python-level wrapper of ``torch.autograd.Function.apply``:
+#: :func:`mse` only calls it outside torch.func transforms, where that wrapper merely checks the
+#: arguments for functorch tensors, and the call is 1.5 microseconds shorter.
+_apply = super(torch.autograd.Function, FusedMSELoss).apply
 
 
 def mse(input: torch.Tensor, target: torch.Tensor, reduction: Reduction) -> torch.Tensor:
@@ -190,8 +197,7 @@ def mse(input: torch.Tensor, target: torch.Tensor, reduction: Reduction) -> torc
     """
     same = input.dtype == target.dtype and input.dtype in _KERNEL_DTYPES
     dtype = input.dtype if same else result_dtype(input, target)
-    device = input.device.type
-    if dtype in _HALF_TYPES and device in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device):
+    if dtype in _HALF_TYPES and _autocasting(input):
         # Autocast runs mse_loss in float32, as PyTorch's autocast op lists do.
         input, target, dtype = input.float(), target.float(), torch.float32
     if torch.compiler.is_compiling():
@@ -204,5 +210,5 @@ def mse(input: torch.Tensor, target: torch.Tensor, reduction: Reduction) -> torc
         # Mismatched shapes take the chunked broadcasting path whatever the backend: it never
         # materialises the broadcast operands.
         if (kernels is not None or input.shape != target.shape) and (input.device == target.device):
-            return FusedMSELoss.apply(input, target, reduction, dtype, kernels)
+            return _apply(input, target, (reduction, dtype, kernels))
     return reference.mse_loss(input, target, reduction)

@@ -219,9 +219,14 @@ def _store_from_float64(array: Any, index: Any, value: Any) -> Any:
 
 
 @_kernel
-def _sse_forward_partial(x: Any, y: Any, partials: Any, first_block: int, stop_block: int) -> None:
-    """Sum of squared differences of each block, in float64, into ``partials``."""
+def _sse_forward_partial(x: Any, y: Any, partials: Any, first_block: int, stop_block: int) -> float:
+    """Sum of squared differences of each block, in float64, into ``partials``.
+
+    Returns the block sums added in order, which is the whole result when one call covers all
+    blocks (the same number :func:`_sum_in_order` makes of ``partials``).
+    """
     n = x.size
+    running = 0.0
     for block in range(first_block, stop_block):
         start = block * BLOCK
         stop = min(start + BLOCK, n)
@@ -232,14 +237,17 @@ def _sse_forward_partial(x: Any, y: Any, partials: Any, first_block: int, stop_b
             diff = _load(xs, i) - _load(ys, i)
             total += diff * diff
         partials[block] = total
+        running += total
+    return running
 
 
 @_kernel
 def _sse_forward_with_grad_partial(
     x: Any, y: Any, grad: Any, grad_scale: float, partials: Any, first_block: int, stop_block: int
-) -> None:
+) -> float:
     """As :func:`_sse_forward_partial`, also writing ``grad = grad_scale * (x - y)``."""
     n = x.size
+    running = 0.0
     for block in range(first_block, stop_block):
         start = block * BLOCK
         stop = min(start + BLOCK, n)
@@ -252,6 +260,8 @@ def _sse_forward_with_grad_partial(
             total += diff * diff
             _store(gs, i, grad_scale * diff)
         partials[block] = total
+        running += total
+    return running
 
 
 @_kernel
@@ -335,19 +345,22 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def _launch(kernel: Callable[..., None], numel: int, *args: Any) -> None:
-    """Run ``kernel(*args, first_block, stop_block)`` over all blocks, threaded when large."""
+def _launch(kernel: Callable[..., Any], numel: int, *args: Any) -> Any:
+    """Run ``kernel(*args, first_block, stop_block)`` over all blocks, threaded when large.
+
+    Returns the kernel's result when one call covered all blocks, else ``None``.
+    """
     blocks = -(-numel // BLOCK)
     threads = min(torch.get_num_threads(), blocks) if numel >= PARALLEL_THRESHOLD else 1
     if threads <= 1:
-        kernel(*args, 0, blocks)
-        return
+        return kernel(*args, 0, blocks)
     bounds = [blocks * t // threads for t in range(threads + 1)]
     pool = _executor(threads - 1)
     futures = [pool.submit(kernel, *args, bounds[t], bounds[t + 1]) for t in range(1, threads)]
     kernel(*args, bounds[0], bounds[1])
     for future in futures:
         future.result()
+    return None
 
 
 _STORAGE_VIEW = {torch.float16: torch.uint16, torch.bfloat16: torch.int16}
@@ -359,7 +372,8 @@ def _as_array(tensor: torch.Tensor) -> np.ndarray:
     if storage_dtype is not None:
         tensor = tensor.view(storage_dtype)
     if tensor.is_contiguous():
-        return tensor.numpy().reshape(-1)
+        array = tensor.numpy()
+        return array if array.ndim == 1 else array.reshape(-1)
     return tensor.as_strided((tensor.numel(),), (1,)).numpy()
 
 
@@ -380,9 +394,9 @@ def sse_forward(
     numel = x.numel()
     partials = np.empty(-(-numel // BLOCK), dtype=np.float64)
     if grad is None:
-        _launch(_sse_forward_partial, numel, _as_array(x), _as_array(y), partials)
+        total = _launch(_sse_forward_partial, numel, _as_array(x), _as_array(y), partials)
     else:
-        _launch(
+        total = _launch(
             _sse_forward_with_grad_partial,
             numel,
             _as_array(x),
@@ -391,7 +405,9 @@ def sse_forward(
             2.0 * scale,
             partials,
         )
-    total = _sum_in_order(partials) * scale
+    if total is None:  # threads shared the blocks: add their sums in block order
+        total = _sum_in_order(partials)
+    total *= scale
     if x.dtype in _STORAGE_VIEW:  # torch rounds a Python float to a half type via float32
         total = _round_to_odd_float32_scalar(total)
     return torch.scalar_tensor(total, dtype=x.dtype)

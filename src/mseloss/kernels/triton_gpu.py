@@ -109,14 +109,6 @@ _FP_FUSION = True
 
 
 @triton.jit
-def _add(a, b):  # type: ignore[no-untyped-def]
-    """The combining function of the sums (``tl.sum``, being itself a jit function of Triton's
-    library, would not run under the interpreter if Triton was imported before it was enabled).
-    """
-    return a + b
-
-
-@triton.jit
 def _load_difference(  # type: ignore[no-untyped-def]
     x_ptr, y_ptr, offsets, stop, MASKED: tl.constexpr, COMPUTE: tl.constexpr
 ):
@@ -179,7 +171,7 @@ def _sse_program(  # type: ignore[no-untyped-def]
     start = pid.to(tl.int64) * program_elements
     stop = tl.minimum(start + program_elements, n)
     full_stop = start + (stop - start) // TILE * TILE
-    acc = tl.full((TILE,), 0.0, COMPUTE)
+    acc = tl.zeros((TILE,), dtype=COMPUTE)
     for tile_start in range(start, full_stop, TILE):
         offsets = tile_start + tl.arange(0, TILE)
         acc += _sse_tile(
@@ -190,7 +182,7 @@ def _sse_program(  # type: ignore[no-untyped-def]
         acc += _sse_tile(
             x_ptr, y_ptr, grad_ptr, grad_scale, offsets, stop, WRITE_GRAD, True, COMPUTE
         )
-    tl.store(partials_ptr + pid, tl.reduce(acc, 0, _add).to(tl.float64))
+    tl.store(partials_ptr + pid, tl.sum(acc, axis=0).to(tl.float64))
 
 
 @triton.jit
@@ -239,11 +231,11 @@ def _sse_finish_kernel(  # type: ignore[no-untyped-def]
     A half-type ``out`` is reached through float32 (Triton converts to the half types from
     float32 only), as in the CPU backend.
     """
-    acc = tl.full((FINISH_BLOCK,), 0.0, tl.float64)
+    acc = tl.zeros((FINISH_BLOCK,), dtype=tl.float64)
     for block_start in range(0, n_partials, FINISH_BLOCK):
         offsets = block_start + tl.arange(0, FINISH_BLOCK)
         acc += tl.load(partials_ptr + offsets, mask=offsets < n_partials, other=0.0)
-    total = tl.reduce(acc, 0, _add) * scale
+    total = tl.sum(acc, axis=0) * scale
     if HALF_OUTPUT:
         tl.store(out_ptr, total.to(tl.float32).to(out_ptr.dtype.element_ty))
     else:
