@@ -16,7 +16,7 @@ import torch
 from torch.autograd import forward_ad
 
 from mseloss import _library, reference
-from mseloss._backend import kernels_for
+from mseloss._backend import current_backend, kernels_for
 from mseloss._reduction import Reduction
 
 __all__ = ["FusedMSELoss", "mse", "result_dtype"]
@@ -47,6 +47,12 @@ def _autocasting(tensor: torch.Tensor) -> bool:
         return torch.is_autocast_enabled("cpu")
     device = tensor.device.type
     return device in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device)
+
+
+@torch.compiler.assume_constant_result
+def _compile_time_backend() -> str:
+    """The backend in force, read once while torch.compile traces (a constant of the graph)."""
+    return current_backend()
 
 
 def _transforms_active() -> bool:
@@ -201,7 +207,11 @@ def mse(input: torch.Tensor, target: torch.Tensor, reduction: Reduction) -> torc
         # Autocast runs mse_loss in float32, as PyTorch's autocast op lists do.
         input, target, dtype = input.float(), target.float(), torch.float32
     if torch.compiler.is_compiling():
-        if dtype in _KERNEL_DTYPES and input.device == target.device:
+        # Inductor fuses the reference math into one pass forward and one backward, measured
+        # faster than calling the kernels as an opaque operator; a forced kernel backend still
+        # gets its kernels, through the custom operators.
+        kernel_forced = _compile_time_backend() in ("numba", "triton")
+        if kernel_forced and dtype in _KERNEL_DTYPES and input.device == target.device:
             return _library.mse_op(input, target, reduction)
         return reference.mse_loss(input, target, reduction)
     plain = type(input) is torch.Tensor and type(target) is torch.Tensor

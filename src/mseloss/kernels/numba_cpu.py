@@ -133,13 +133,12 @@ def _round_to_odd_float32(value: Any) -> Any:
     format at least two bits narrower than float32, so float16 and bfloat16 values are rounded
     once, as if directly from the float64.
     """
+    # Branch-free (selects as arithmetic on 0/1 flags) so that the loops calling it vectorise.
     nearest = np.float32(value)
-    if np.float64(nearest) == value or value != value:  # exact, or NaN
-        return nearest
-    bits = _float32_to_bits(nearest)
-    if abs(np.float64(nearest)) > abs(value):  # rounded away from zero: take the lower neighbour
-        bits -= np.uint32(1)
-    return _bits_to_float32(bits | np.uint32(1))
+    widened = np.float64(nearest)
+    inexact = np.uint32((widened != value) & (value == value))  # NaN counts as exact
+    away = np.uint32(abs(widened) > abs(value))  # rounded away from zero: lower neighbour
+    return _bits_to_float32((_float32_to_bits(nearest) - away) | inexact)
 
 
 @njit(nogil=True, cache=True)
@@ -151,12 +150,11 @@ def _round_to_odd_float32_scalar(value: float) -> float:
 @njit(inline="always")
 def _float64_to_bfloat16_bits(value: Any) -> Any:
     bits = _float32_to_bits(_round_to_odd_float32(value))
-    if (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):  # NaN: keep it quiet
-        return np.int16((bits >> np.uint32(16)) | np.uint32(0x40))
     # Round to nearest, ties to even: add 0x7FFF plus the lowest kept bit, then truncate.
-    return np.int16(
-        (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-    )
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    quiet_nan = (bits >> np.uint32(16)) | np.uint32(0x40)
+    is_nan = np.uint32((bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000))
+    return np.int16(rounded + is_nan * (quiet_nan - rounded))
 
 
 def _load(array: Any, index: Any) -> Any:  # pragma: no cover - replaced by the overload

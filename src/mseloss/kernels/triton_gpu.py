@@ -14,7 +14,8 @@ Reproducibility. The reduced forward is two-staged and uses no atomics: each pro
 :func:`_sse_forward_partial_kernel` sums a fixed range of elements into one float64 partial sum,
 and :func:`_sse_finish_kernel` adds the partial sums in a fixed order in a single program, then
 writes ``scale * total`` rounded once into the 0-d result. How the elements are split depends only
-on their number, so the result is bitwise identical from run to run and from GPU to GPU.
+on their number, not on the number of SMs or on scheduling, so the result is bitwise identical
+from run to run.
 
 No host synchronisation. The upstream gradient of a reduced loss is a 0-d tensor in device memory;
 :func:`_mse_backward_kernel` reads it through its pointer. That is also why :data:`PRECOMPUTE_GRAD`
@@ -65,9 +66,10 @@ TILE = 4096
 _REDUCE_WARPS = 8
 
 #: Upper bound on the number of programs (and partial sums) of a reduction. Each program sums a
-#: whole number of tiles, a power of two chosen from the number of elements only, so the split, and
-#: with it the result, does not depend on the GPU. 1024 programs fill an H200 (132 SMs, up to eight
-#: resident programs each) in one wave, and the finishing kernel reads 1024 partials in one load.
+#: whole number of tiles, a power of two chosen from the number of elements only, so the split,
+#: and with it the result, does not depend on the number of SMs. 1024 programs give each of an
+#: H200's 132 SMs several at a time (registers allow three to six), plenty of loads in flight to
+#: stream at full bandwidth, and the finishing kernel reads 1024 partials in one load.
 MAX_PARTIALS = 1024
 
 #: Partial sums the finishing kernel adds per step (one step for at most MAX_PARTIALS of them).
