@@ -39,11 +39,11 @@ def main() -> None:
             x = torch.randn(1 << log2).to(getattr(torch, dtype)).requires_grad_()
             y = torch.randn(1 << log2).to(getattr(torch, dtype))
 
-            def forward(fn=None):
+            def forward(fn, x=x, y=y):
                 with torch.no_grad():
                     fn(x, y)
 
-            def forward_backward(fn=None):
+            def forward_backward(fn, x=x, y=y):
                 x.grad = None
                 fn(x, y).backward()
 
