@@ -11,8 +11,9 @@ Byte model (the traffic a fused implementation cannot avoid, ``s`` bytes per ele
 
 * ``fwd``: read x and y: ``2 N s``;
 * ``fwd+bwd``: forward reads x and y, backward reads them again and writes grad x: ``5 N s``
-  (a backward cannot reuse a gradient written by the forward without knowing the upstream
-  gradient, which would cost a host sync on the GPU);
+  (writing the gradient in the forward saves nothing on the GPU: the backward would still have
+  to scale it by the upstream gradient, read + write, unless it knew that gradient to be one,
+  which costs a host sync);
 * ``none``: read x and y, write the output: ``3 N s``.
 
 GB/s is these bytes over the median time; ``%peak`` divides it by ``PEAK_GBPS`` (environment,

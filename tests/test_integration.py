@@ -59,6 +59,14 @@ class TestCompile:
         with mseloss.use_backend(backend):
             assert compiled(x, torch.zeros_like(x)).item() == 9000.0  # 90000 / 10, rounded once
 
+    def test_backend_is_a_trace_time_constant_as_assume_constant_result_marks_it(self):
+        from mseloss import _fused
+
+        marked = torch.compiler.assume_constant_result(lambda: "auto")
+        attributes = {k: v for k, v in vars(marked).items() if k.startswith("_dynamo")}
+        assert attributes
+        assert all(getattr(_fused._compile_time_backend, k) == v for k, v in attributes.items())
+
     @pytest.mark.parametrize("reduction", [0, 1, 2])
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
     def test_opcheck(self, reduction, dtype):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.autograd import forward_ad
 
-from mseloss import _library, reference
+from mseloss import _library, distributed, reference
 from mseloss._backend import current_backend, kernels_for
 from mseloss._reduction import Reduction
 
@@ -49,10 +49,14 @@ def _autocasting(tensor: torch.Tensor) -> bool:
     return device in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device)
 
 
-@torch.compiler.assume_constant_result
 def _compile_time_backend() -> str:
     """The backend in force, read once while torch.compile traces (a constant of the graph)."""
     return current_backend()
+
+
+# What ``torch.compiler.assume_constant_result`` does, without importing torch._dynamo (a second
+# and Triton) when mseloss is imported; tests/test_integration.py checks the two agree.
+_compile_time_backend._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def _transforms_active() -> bool:
@@ -221,4 +225,8 @@ def mse(input: torch.Tensor, target: torch.Tensor, reduction: Reduction) -> torc
         # materialises the broadcast operands.
         if (kernels is not None or input.shape != target.shape) and (input.device == target.device):
             return _apply(input, target, (reduction, dtype, kernels))
+    if not plain:  # DTensors: the fused kernels on each shard, a global mean (or None)
+        loss = distributed.dtensor_mse(input, target, reduction)
+        if loss is not None:
+            return loss
     return reference.mse_loss(input, target, reduction)

@@ -220,6 +220,22 @@ def _sse_forward_with_grad_partial_kernel(  # type: ignore[no-untyped-def]
 
 
 @triton.jit
+def _round_to_odd_float32(value):  # type: ignore[no-untyped-def]
+    """float64 to float32 rounding to odd: exact values stay, inexact ones get an odd last bit.
+
+    Rounding to odd first and to nearest-even second gives the correctly rounded result in any
+    format at least two bits narrower than float32, so a float16 or bfloat16 loss is rounded once,
+    as if directly from the float64 sum (as in the CPU backend).
+    """
+    nearest = value.to(tl.float32)
+    widened = nearest.to(tl.float64)
+    bits = nearest.to(tl.int32, bitcast=True)
+    bits = tl.where(tl.abs(widened) > tl.abs(value), bits - 1, bits)  # to the lower neighbour
+    bits = tl.where((widened != value) & (value == value), bits | 1, bits)  # NaN counts as exact
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _sse_finish_kernel(  # type: ignore[no-untyped-def]
     partials_ptr,
     out_ptr,
@@ -230,8 +246,8 @@ def _sse_finish_kernel(  # type: ignore[no-untyped-def]
 ) -> None:
     """``out = scale * sum(partials)`` in float64, in a fixed order, rounded once into ``out``.
 
-    A half-type ``out`` is reached through float32 (Triton converts to the half types from
-    float32 only), as in the CPU backend.
+    A half-type ``out`` is reached through float32 rounded to odd (Triton converts to the half
+    types from float32 only), which keeps the two roundings equal to one.
     """
     acc = tl.zeros((FINISH_BLOCK,), dtype=tl.float64)
     for block_start in range(0, n_partials, FINISH_BLOCK):
@@ -239,7 +255,7 @@ def _sse_finish_kernel(  # type: ignore[no-untyped-def]
         acc += tl.load(partials_ptr + offsets, mask=offsets < n_partials, other=0.0)
     total = tl.sum(acc, axis=0) * scale
     if HALF_OUTPUT:
-        tl.store(out_ptr, total.to(tl.float32).to(out_ptr.dtype.element_ty))
+        tl.store(out_ptr, _round_to_odd_float32(total).to(out_ptr.dtype.element_ty))
     else:
         tl.store(out_ptr, total.to(out_ptr.dtype.element_ty))
 
