@@ -67,7 +67,7 @@ print("python", sys.version.split()[0], "| torch", torch.__version__, "| CUDA", 
 if torch.cuda.is_available():
     free, total = torch.cuda.mem_get_info()
     gib = 2**30
-    print("device", torch.cuda.get_device_name(), f"| {free / gib:.0f} of {total / gib:.0f} GiB free")
+    print("device", torch.cuda.get_device_name(), f"| {free / gib:.0f}/{total / gib:.0f} GiB free")
 elif os.environ.get("TRITON_INTERPRET") != "1":
     sys.exit("no CUDA device visible")
 for name in ("numba", "numpy", "pytest"):

@@ -17,6 +17,7 @@ from torch.autograd import forward_ad
 
 from mseloss import _library, distributed, reference
 from mseloss._backend import current_backend, kernels_for
+from mseloss._layout import laid_out_like, same_layout
 from mseloss._reduction import Reduction
 
 __all__ = ["FusedMSELoss", "mse", "result_dtype"]
@@ -64,32 +65,6 @@ def _transforms_active() -> bool:
     return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
 
 
-def _is_dense(x: torch.Tensor) -> bool:
-    """Whether ``x`` covers a gap-free block of memory with each element once (any dim order)."""
-    if x.is_contiguous():
-        return True
-    expected = 1
-    for stride, size in sorted((t, s) for s, t in zip(x.shape, x.stride()) if s != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _same_layout(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` and ``y`` with one dense memory order the kernels can walk flat (copies if needed)."""
-    if x.stride() == y.stride() and _is_dense(x):
-        return x, y
-    return x.contiguous(), y.contiguous()
-
-
-def _like(x: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` with ``x``'s strides (a copy only when they differ)."""
-    if tensor.stride() == x.stride():
-        return tensor
-    return torch.empty_like(x).copy_(tensor)
-
-
 def _operands(
     input: torch.Tensor, target: torch.Tensor, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,7 +96,7 @@ class FusedMSELoss(torch.autograd.Function):
         if x.shape != y.shape:
             return reference.broadcast_mse_forward(x, y, reduction)
         assert kernels is not None
-        x, y = _same_layout(x, y)
+        x, y = same_layout(x, y)
         numel = x.numel()
         if reduction == Reduction.NONE:
             out = torch.empty_like(x)
@@ -167,12 +142,12 @@ class FusedMSELoss(torch.autograd.Function):
                 gx, gy = reference.broadcast_mse_backward(x, y, upstream, reduction, needs[:2])
                 return gx, gy, None
             assert kernels is not None
-            x, y = _same_layout(x, y)
+            x, y = same_layout(x, y)
             grad = torch.empty_like(x)
             if x.numel():
                 if reduction == Reduction.NONE:
                     scalar = all(s == 0 for s in upstream.stride())
-                    g = upstream.reshape(-1)[0] if scalar else _like(x, upstream)
+                    g = upstream.reshape(-1)[0] if scalar else laid_out_like(x, upstream)
                     kernels.mse_backward(x, y, g, 1.0, grad)
                 else:
                     scale = 1.0 / x.numel() if reduction == Reduction.MEAN else 1.0

@@ -15,15 +15,10 @@ import torch
 
 from mseloss import reference
 from mseloss._backend import kernels_for
+from mseloss._layout import laid_out_like, same_layout
 from mseloss._reduction import Reduction
 
 __all__ = ["mse_op"]
-
-
-def _layout(input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if input.stride() == target.stride() and input.is_contiguous():
-        return input, target
-    return input.contiguous(), target.contiguous()
 
 
 def _scale(reduction: int, numel: int) -> float:
@@ -36,7 +31,7 @@ def _mse_loss(input: torch.Tensor, target: torch.Tensor, reduction: int) -> torc
     kernels = kernels_for(input)
     if kernels is None:
         return reference.mse_loss(input, target, Reduction(reduction))
-    x, y = _layout(input, target)
+    x, y = same_layout(input, target)
     if reduction == Reduction.NONE:
         out = torch.empty_like(x)
         if x.numel():
@@ -51,7 +46,7 @@ def _mse_loss(input: torch.Tensor, target: torch.Tensor, reduction: int) -> torc
 @_mse_loss.register_fake
 def _mse_loss_fake(input: torch.Tensor, target: torch.Tensor, reduction: int) -> torch.Tensor:
     if reduction == Reduction.NONE:
-        return torch.empty_like(input)
+        return torch.empty_like(same_layout(input, target)[0])  # the real output's strides
     return input.new_empty(())
 
 
@@ -64,13 +59,10 @@ def _mse_loss_backward(
     if kernels is None:
         grad, _ = reference.mse_backward(input, target, upstream, Reduction(reduction))
         return grad
-    x, y = _layout(input, target)
+    x, y = same_layout(input, target)
     grad = torch.empty_like(x)
     if x.numel():
-        g = upstream if upstream.dim() == 0 else upstream.contiguous()
-        if g.dim() and x.stride() != g.stride():
-            x, y = x.contiguous(), y.contiguous()
-            grad = torch.empty_like(x)
+        g = upstream if upstream.dim() == 0 else laid_out_like(x, upstream)
         kernels.mse_backward(x, y, g, _scale(reduction, x.numel()), grad)
     return grad
 
@@ -79,7 +71,7 @@ def _mse_loss_backward(
 def _mse_loss_backward_fake(
     upstream: torch.Tensor, input: torch.Tensor, target: torch.Tensor, reduction: int
 ) -> torch.Tensor:
-    return torch.empty_like(input)
+    return torch.empty_like(same_layout(input, target)[0])
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
