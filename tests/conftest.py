@@ -12,7 +12,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import mseloss  # noqa: E402
+import mseloss
 
 #: Backends run on CPU tensors by the parity grids ("triton" has its own module).
 CPU_BACKENDS = ("reference", "numba")

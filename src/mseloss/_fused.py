@@ -23,6 +23,7 @@ from mseloss._reduction import Reduction
 __all__ = ["FusedMSELoss", "mse", "result_dtype"]
 
 _HALF_TYPES = frozenset((torch.float16, torch.bfloat16))
+_NO_TORCH_FUNCTION = torch._C._disabled_torch_function_impl
 _AUTOCAST_DEVICES = frozenset(("cpu", "cuda", "xpu", "mps", "hpu"))
 _KERNEL_DTYPES = frozenset((torch.float64, torch.float32, torch.float16, torch.bfloat16))
 _EXACT_IN_PLACE_SCALING = frozenset((torch.float64, torch.float32))
@@ -32,10 +33,11 @@ def result_dtype(input: torch.Tensor, target: torch.Tensor) -> torch.dtype:
     """The promoted dtype of the loss, with PyTorch's error for types it has no kernel for.
 
     Raises:
-        NotImplementedError: For integer, boolean and complex results (PyTorch's message).
+        NotImplementedError: For integer, boolean, complex and float8 results (PyTorch's
+            message).
     """
     dtype = reference.result_dtype(input, target)
-    if not dtype.is_floating_point:
+    if dtype not in _KERNEL_DTYPES:
         name = torch.empty((), dtype=dtype, device="meta").type().rpartition(".")[2]
         name = name.removesuffix("Tensor")
         raise NotImplementedError(f"\"mse_{input.device.type}\" not implemented for '{name}'")
@@ -61,8 +63,35 @@ _compile_time_backend._dynamo_marked_constant = True  # type: ignore[attr-define
 
 
 def _transforms_active() -> bool:
-    """True inside torch.func transforms or forward-mode AD (the reference path serves those)."""
-    return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
+    """True inside torch.func transforms, forward-mode AD or a torch.jit trace.
+
+    The reference path serves those.
+    """
+    return (
+        torch._C._are_functorch_transforms_active()
+        or forward_ad._current_level >= 0
+        or torch._C._get_tracing_state() is not None
+    )
+
+
+def _is_batched(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is vmapped (torch.func.vmap, or ``is_grads_batched=True`` backward).
+
+    The older batching of ``is_grads_batched`` has a dispatch key Python cannot name, hence the
+    text search.
+    """
+    return torch._C._functorch.is_batchedtensor(tensor) or "Batched" in str(
+        torch._C._dispatch_keys(tensor)
+    )
+
+
+def _is_plain(tensor: torch.Tensor) -> bool:
+    """A ``torch.Tensor``, or a subclass that changes no dispatch (``nn.Parameter``, say)."""
+    kind = type(tensor)
+    return kind is torch.Tensor or (
+        kind.__torch_function__ is _NO_TORCH_FUNCTION
+        and kind.__torch_dispatch__ is torch.Tensor.__torch_dispatch__
+    )
 
 
 def _operands(
@@ -121,7 +150,8 @@ class FusedMSELoss(torch.autograd.Function):
         reduction, dtype, kernels = ctx.plan
         grad: torch.Tensor | None = ctx.grad
         ctx.grad = None  # the precomputed buffer is handed over once; a retained graph recomputes
-        if torch.is_grad_enabled():  # create_graph=True: stay differentiable
+        if torch.is_grad_enabled() or _is_batched(upstream):
+            # create_graph=True, or a vmapped upstream (is_grads_batched): plain tensor ops
             differentiable = reference.mse_backward(input, target, upstream, reduction)
             return (
                 differentiable[0] if needs[0] else None,
@@ -193,7 +223,7 @@ def mse(input: torch.Tensor, target: torch.Tensor, reduction: Reduction) -> torc
         if kernel_forced and dtype in _KERNEL_DTYPES and input.device == target.device:
             return _library.mse_op(input, target, reduction)
         return reference.mse_loss(input, target, reduction)
-    plain = type(input) is torch.Tensor and type(target) is torch.Tensor
+    plain = _is_plain(input) and _is_plain(target)
     if plain and dtype in _KERNEL_DTYPES and not _transforms_active():
         kernels = kernels_for(input)
         # Mismatched shapes take the chunked broadcasting path whatever the backend: it never

@@ -20,10 +20,14 @@ def _is_dense(x: torch.Tensor) -> bool:
 
 
 def same_layout(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` and ``y`` with one dense memory order the kernels can walk flat (copies if needed)."""
-    if x.stride() == y.stride() and _is_dense(x):
-        return x, y
-    return x.contiguous(), y.contiguous()
+    """``x`` and ``y`` with one dense memory order the kernels can walk flat (copies if needed).
+
+    The order is ``x``'s when ``x`` is dense (so a ``'none'`` output keeps the input's memory
+    format, as PyTorch's does), else the contiguous one.
+    """
+    if not _is_dense(x):
+        x = x.contiguous()
+    return x, laid_out_like(x, y)
 
 
 def laid_out_like(x: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:

@@ -159,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--csv", default=None, help="also write the results to this CSV file")
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be positive")
+    if args.samples < 1:
+        parser.error("--samples must be positive")
+    if any(not 0 <= size <= 30 for size in args.sizes):
+        parser.error("--sizes must be log2 element counts between 0 and 30")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     providers: dict[str, Callable[..., torch.Tensor]] = {"mseloss": mse_loss, "eager": F.mse_loss}

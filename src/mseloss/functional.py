@@ -76,9 +76,10 @@ def mse_loss(
             "Please ensure they have the same size.",
             stacklevel=2,
         )
-        torch.broadcast_tensors(input, target)  # PyTorch's error for shapes that do not broadcast
     if size_average is not None or reduce is not None:
         reduction = legacy_reduction(size_average, reduce)
+    if target.size() != input.size():
+        torch.broadcast_tensors(input, target)  # PyTorch's error for shapes that do not broadcast
     if weight is not None:
         if weight.size() != input.size():
             raise ValueError("Weights and input must have the same size.")

@@ -19,11 +19,14 @@ __all__ = [
     "mse_loss",
     "opmath_dtype",
     "result_dtype",
+    "round_once",
     "weighted_mse_loss",
 ]
 
 #: Largest number of broadcast elements a chunk of the broadcasting path materialises at once.
-BROADCAST_CHUNK = 1 << 20
+#: Below PyTorch's parallel grain size (32768), so each chunk is reduced on one thread and the
+#: result does not depend on the thread count.
+BROADCAST_CHUNK = 1 << 15
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
 
@@ -36,18 +39,39 @@ def _category(dtype: torch.dtype) -> int:
     return 0 if dtype == torch.bool else 1
 
 
-def result_dtype(input: torch.Tensor, target: torch.Tensor) -> torch.dtype:
-    """:func:`torch.result_type` of two tensors, in a form torch.compile can trace.
+def _result_type(ndims: tuple[int, int], dtypes: tuple[torch.dtype, torch.dtype]) -> torch.dtype:
+    """:func:`torch.result_type` of two operands, in a form torch.compile can trace.
 
     A 0-d operand decides the type only when its category (bool < integer < float < complex) is
     higher than that of the other, dimensioned, operand.
     """
-    if (input.dim() == 0) == (target.dim() == 0):
-        return torch.promote_types(input.dtype, target.dtype)
-    dimensioned, zero_dim = (input, target) if target.dim() == 0 else (target, input)
-    if _category(zero_dim.dtype) > _category(dimensioned.dtype):
-        return torch.promote_types(dimensioned.dtype, zero_dim.dtype)
-    return dimensioned.dtype
+    if (ndims[0] == 0) == (ndims[1] == 0):
+        return torch.promote_types(*dtypes)
+    dimensioned, zero_dim = dtypes if ndims[1] == 0 else dtypes[::-1]
+    if _category(zero_dim) > _category(dimensioned):
+        return torch.promote_types(dimensioned, zero_dim)
+    return dimensioned
+
+
+def result_dtype(input: torch.Tensor, target: torch.Tensor) -> torch.dtype:
+    """The loss dtype: PyTorch broadcasts the operands before promoting, so no 0-d rule applies."""
+    return torch.promote_types(input.dtype, target.dtype)
+
+
+def round_once(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Round float64 values into ``dtype`` once (PyTorch goes through float32 for half types).
+
+    For float16 and bfloat16 the values are first rounded to float32 "to odd" (an inexact result
+    gets an odd last bit), which makes the second rounding give the correctly rounded result.
+    """
+    if dtype not in _HALF_TYPES or value.dtype != torch.float64:
+        return value.to(dtype)
+    nearest = value.to(torch.float32)
+    widened = nearest.double()
+    inexact = (widened != value) & (value == value)
+    away = widened.abs() > value.abs()
+    bits = nearest.view(torch.int32) - away.int()
+    return (bits | inexact.int()).view(torch.float32).to(dtype)
 
 
 def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -96,10 +120,15 @@ def weighted_mse_loss(
     Returns:
         The loss, in the promoted dtype of ``input``, ``target`` and ``weight``.
     """
-    errors = torch.empty(
-        (1,) * max(input.dim(), target.dim()), dtype=result_dtype(input, target), device="meta"
-    )
-    dtype = result_dtype(errors, weight)
+    errors_ndim = max(input.dim(), target.dim())  # the squared errors have the broadcast shape
+    dtype = _result_type((errors_ndim, weight.dim()), (result_dtype(input, target), weight.dtype))
+    if not dtype.is_floating_point:  # integers: PyTorch's own formula, true division included
+        losses = (input - target).pow(2) * weight
+        return (
+            losses.sum() / weight.sum()
+            if reduction == Reduction.MEAN
+            else _reduce(losses, reduction)
+        )
     opmath = opmath_dtype(dtype)
     diff = input.to(opmath) - target.to(opmath)
     losses = diff * diff * weight.to(opmath)
@@ -128,7 +157,7 @@ def mse_backward(
     dtype = result_dtype(input, target)
     opmath = opmath_dtype(dtype)
     diff = input.to(opmath) - target.to(opmath)
-    scale = 2.0 / diff.numel() if reduction == Reduction.MEAN else 2.0
+    scale = 2.0 / max(diff.numel(), 1) if reduction == Reduction.MEAN else 2.0
     grad = diff * (upstream.to(opmath) * scale)
     return (
         grad.sum_to_size(input.shape).to(input.dtype),
@@ -160,8 +189,9 @@ def broadcast_mse_forward(
 ) -> torch.Tensor:
     """:func:`mse_loss` for operands of different shapes, never holding the whole broadcast.
 
-    Only the output (for ``'none'``) has the broadcast size; the work is done in chunks of at most
-    :data:`BROADCAST_CHUNK` elements along the longest dimension, with float64 partial sums.
+    Only the output (for ``'none'``) has the broadcast size; the work is done in float64, in
+    chunks of at most :data:`BROADCAST_CHUNK` elements along the longest dimension, and each
+    result is rounded once into the operands' dtype, as the kernels do.
 
     Args:
         input: Predictions, same dtype as ``target``.
@@ -173,26 +203,25 @@ def broadcast_mse_forward(
     """
     shape = torch.broadcast_shapes(input.shape, target.shape)
     dtype = input.dtype
-    opmath = opmath_dtype(dtype)
     dim, chunks = _chunks(shape)
     ndim = len(shape)
     if reduction == Reduction.NONE:
-        out = torch.empty(shape, dtype=dtype, device=input.device)
+        # Like PyTorch's output, keep the input's memory format when it has the output's shape.
+        out = torch.empty_like(input) if input.shape == shape else input.new_empty(shape)
         for start, length in chunks:
-            x = _narrow(input, ndim, dim, start, length).to(opmath)
-            y = _narrow(target, ndim, dim, start, length).to(opmath)
+            x = _narrow(input, ndim, dim, start, length).double()
+            y = _narrow(target, ndim, dim, start, length).double()
             piece = out.narrow(dim, start, length) if ndim else out
-            piece.copy_((x - y).square())
+            piece.copy_(round_once((x - y).square(), dtype))
         return out
-    accumulator = torch.float64 if opmath != torch.float64 else opmath
-    total = torch.zeros((), dtype=accumulator, device=input.device)
+    total = torch.zeros((), dtype=torch.float64, device=input.device)
     for start, length in chunks:
-        x = _narrow(input, ndim, dim, start, length).to(opmath)
-        y = _narrow(target, ndim, dim, start, length).to(opmath)
-        total += (x - y).square().sum(dtype=accumulator)
+        x = _narrow(input, ndim, dim, start, length).double()
+        y = _narrow(target, ndim, dim, start, length).double()
+        total += (x - y).square().sum()
     if reduction == Reduction.MEAN:
-        total = total / shape.numel()
-    return total.to(dtype)
+        total = total / shape.numel() if shape.numel() else torch.full_like(total, torch.nan)
+    return round_once(total, dtype)
 
 
 def broadcast_mse_backward(
@@ -202,7 +231,7 @@ def broadcast_mse_backward(
     reduction: Reduction,
     needs: tuple[bool, bool],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Gradients for :func:`broadcast_mse_forward`, in the same bounded chunks.
+    """Gradients for :func:`broadcast_mse_forward`, in the same bounded float64 chunks.
 
     Args:
         input: Predictions, same dtype as ``target``.
@@ -215,19 +244,17 @@ def broadcast_mse_backward(
         ``(grad_input, grad_target)``, each summed back to its operand's shape, or ``None``.
     """
     shape = torch.broadcast_shapes(input.shape, target.shape)
-    dtype = input.dtype
-    opmath = opmath_dtype(dtype)
-    scale = 2.0 / shape.numel() if reduction == Reduction.MEAN else 2.0
+    scale = 2.0 / max(shape.numel(), 1) if reduction == Reduction.MEAN else 2.0
     dim, chunks = _chunks(shape)
     ndim = len(shape)
     sums = [
-        torch.zeros(op.shape, dtype=opmath, device=op.device) if need else None
+        torch.zeros(op.shape, dtype=torch.float64, device=op.device) if need else None
         for op, need in zip((input, target), needs)
     ]
-    upstream = upstream.to(opmath)
+    upstream = upstream.double()
     for start, length in chunks:
-        x = _narrow(input, ndim, dim, start, length).to(opmath)
-        y = _narrow(target, ndim, dim, start, length).to(opmath)
+        x = _narrow(input, ndim, dim, start, length).double()
+        y = _narrow(target, ndim, dim, start, length).double()
         g = _narrow(upstream, ndim, dim, start, length)
         grad = (x - y) * (g * scale)
         for sign, total in zip((1.0, -1.0), sums):
@@ -236,6 +263,6 @@ def broadcast_mse_backward(
             part = _narrow(total, ndim, dim, start, length)
             part += grad.sum_to_size(part.shape) if sign > 0 else -grad.sum_to_size(part.shape)
     return (
-        None if sums[0] is None else sums[0].to(input.dtype),
-        None if sums[1] is None else sums[1].to(target.dtype),
+        None if sums[0] is None else round_once(sums[0], input.dtype),
+        None if sums[1] is None else round_once(sums[1], target.dtype),
     )

@@ -50,6 +50,9 @@ BLOCK = 1 << 14
 #: costs about 20 microseconds here, as much as one pass over 2**17 float32 elements.
 PARALLEL_THRESHOLD = 1 << 18
 
+#: Upper bound on helper threads shared by all concurrent calls.
+_MAX_HELPERS = max(8, 2 * (os.cpu_count() or 1))
+
 SUPPORTED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 #: The reduced forward writes the gradient in the same pass when one is needed: on the CPU the
@@ -326,20 +329,20 @@ def _sum_in_order(partials: Any) -> float:
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
-_pool_workers = 0
 
 
-def _executor(workers: int) -> ThreadPoolExecutor:
-    """The shared helper-thread pool, rebuilt after a fork or a change of thread count."""
-    global _pool, _pool_pid, _pool_workers
+def _executor() -> ThreadPoolExecutor:
+    """The shared helper-thread pool, created once per process.
+
+    It is never shut down, so a call in flight cannot find it closed; its threads start on
+    demand, one per concurrent task.
+    """
+    global _pool, _pool_pid
     pid = os.getpid()
     with _pool_lock:
-        if _pool is None or _pool_pid != pid or _pool_workers != workers:
-            if _pool is not None and _pool_pid == pid:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mseloss")
+        if _pool is None or _pool_pid != pid:
+            _pool = ThreadPoolExecutor(max_workers=_MAX_HELPERS, thread_name_prefix="mseloss")
             _pool_pid = pid
-            _pool_workers = workers
         return _pool
 
 
@@ -353,7 +356,7 @@ def _launch(kernel: Callable[..., Any], numel: int, *args: Any) -> Any:
     if threads <= 1:
         return kernel(*args, 0, blocks)
     bounds = [blocks * t // threads for t in range(threads + 1)]
-    pool = _executor(threads - 1)
+    pool = _executor()
     futures = [pool.submit(kernel, *args, bounds[t], bounds[t + 1]) for t in range(1, threads)]
     kernel(*args, bounds[0], bounds[1])
     for future in futures:
