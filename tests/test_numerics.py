@@ -121,7 +121,46 @@ def test_float32_is_within_one_ulp_of_the_exact_value(n, reduction):
     assert abs(ours - exact) <= _float32_ulp(exact)
 
 
-def test_results_do_not_depend_on_the_thread_count():
+@pytest.fixture(params=["openmp-team", "thread-pool"])
+def threading_scheme(request, monkeypatch):
+    """Run under PyTorch's OpenMP team (where found) and under the fallback thread pool."""
+    from mseloss.kernels import numba_cpu
+
+    if request.param == "thread-pool":
+        monkeypatch.setattr(numba_cpu, "_GOMP_PARALLEL", None)
+    elif numba_cpu._GOMP_PARALLEL is None:
+        pytest.skip("PyTorch does not run on GNU OpenMP here")
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_threaded_kernels_match_one_thread(threading_scheme, dtype, reduction):
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn((1 << 19) + 3, generator=gen).to(dtype).requires_grad_()
+    y = torch.randn((1 << 19) + 3, generator=gen).to(dtype)
+    upstream = torch.rand((1 << 19) + 3 if reduction == "none" else (), generator=gen).to(dtype)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            with mseloss.use_backend("numba"):
+                loss = mseloss.mse_loss(x, y, reduction=reduction)
+                (grad,) = torch.autograd.grad(loss, x, upstream)
+            results.append((loss, grad))
+    finally:
+        torch.set_num_threads(threads)
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0])
+        assert torch.equal(grad, results[0][1])
+    exact = (x.detach().double() - y.double()).square()
+    assert_matches = torch.testing.assert_close
+    expected = exact.mean() if reduction == "mean" else exact
+    assert_matches(results[0][0].double(), expected.to(dtype).double(), rtol=8e-3, atol=1e-6)
+
+
+def test_results_do_not_depend_on_the_thread_count(threading_scheme):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn((1 << 21) + 5, generator=gen, requires_grad=True)
     y = torch.randn((1 << 21) + 5, generator=gen)
