@@ -133,17 +133,12 @@ def threading_scheme(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_threaded_kernels_match_one_thread(threading_scheme, dtype, reduction):
-    gen = torch.Generator().manual_seed(8)
-    x = torch.randn((1 << 19) + 3, generator=gen).to(dtype).requires_grad_()
-    y = torch.randn((1 << 19) + 3, generator=gen).to(dtype)
-    upstream = torch.rand((1 << 19) + 3 if reduction == "none" else (), generator=gen).to(dtype)
+def _per_thread_count(x, y, reduction, upstream, counts):
+    """Loss and input gradient from the numba kernels under each torch thread count."""
     threads = torch.get_num_threads()
     results = []
     try:
-        for count in (1, 2, 3):
+        for count in counts:
             torch.set_num_threads(count)
             with mseloss.use_backend("numba"):
                 loss = mseloss.mse_loss(x, y, reduction=reduction)
@@ -154,27 +149,24 @@ def test_threaded_kernels_match_one_thread(threading_scheme, dtype, reduction):
     for loss, grad in results[1:]:
         assert torch.equal(loss, results[0][0])
         assert torch.equal(grad, results[0][1])
+    return results[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_threaded_kernels_match_one_thread(threading_scheme, dtype, reduction):
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn((1 << 19) + 3, generator=gen).to(dtype).requires_grad_()
+    y = torch.randn((1 << 19) + 3, generator=gen).to(dtype)
+    upstream = torch.rand((1 << 19) + 3 if reduction == "none" else (), generator=gen).to(dtype)
+    loss, _ = _per_thread_count(x, y, reduction, upstream, (1, 2, 3))
     exact = (x.detach().double() - y.double()).square()
-    assert_matches = torch.testing.assert_close
     expected = exact.mean() if reduction == "mean" else exact
-    assert_matches(results[0][0].double(), expected.to(dtype).double(), rtol=8e-3, atol=1e-6)
+    torch.testing.assert_close(loss.double(), expected.to(dtype).double(), rtol=8e-3, atol=1e-6)
 
 
 def test_results_do_not_depend_on_the_thread_count(threading_scheme):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn((1 << 21) + 5, generator=gen, requires_grad=True)
     y = torch.randn((1 << 21) + 5, generator=gen)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for count in (1, 2, 3, 8):
-            torch.set_num_threads(count)
-            with mseloss.use_backend("numba"):
-                loss = mseloss.mse_loss(x, y)
-                (grad,) = torch.autograd.grad(loss, x)
-            results.append((loss, grad))
-    finally:
-        torch.set_num_threads(threads)
-    for loss, grad in results[1:]:
-        assert torch.equal(loss, results[0][0])
-        assert torch.equal(grad, results[0][1])
+    _per_thread_count(x, y, "mean", torch.tensor(1.0), (1, 2, 3, 8))
