@@ -199,3 +199,20 @@ def test_cli_rejects_bad_arguments(argv, capsys):
         cli(argv)
     assert exit_info.value.code == 2
     assert "must be" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:Using a target size")
+def test_broadcast_sum_does_not_depend_on_the_thread_count():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2000, 1000, generator=gen, dtype=torch.float64)
+    y = torch.randn(1000, generator=gen, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(mseloss.mse_loss(x, y, reduction="sum"))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(r, results[0]) for r in results)
+    torch.testing.assert_close(results[0], ((x - y) ** 2).sum(), rtol=1e-12, atol=0)

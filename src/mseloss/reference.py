@@ -24,9 +24,9 @@ __all__ = [
 ]
 
 #: Largest number of broadcast elements a chunk of the broadcasting path materialises at once.
-#: Below PyTorch's parallel grain size (32768), so each chunk is reduced on one thread and the
+#: Half PyTorch's parallel grain size (32768), so each chunk is reduced on one thread and the
 #: result does not depend on the thread count.
-BROADCAST_CHUNK = 1 << 15
+BROADCAST_CHUNK = 1 << 14
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
 
