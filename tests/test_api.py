@@ -236,6 +236,20 @@ class TestBackends:
         ):
             pass
 
+    def test_triton_without_triton_says_how_to_install_it(self, monkeypatch):
+        import importlib.util
+
+        real = importlib.util.find_spec
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name)
+        )
+        with (
+            pytest.raises(RuntimeError, match=r"needs Triton.*pip install triton"),
+            mseloss.use_backend("triton"),
+        ):
+            pass
+        assert mseloss.current_backend() == "auto"
+
     def test_nesting_restores_the_outer_backend(self):
         assert mseloss.current_backend() == "auto"
         with mseloss.use_backend("reference"):

@@ -6,7 +6,13 @@ import sys
 
 __all__ = ["main"]
 
-_USAGE = "usage: python -m mseloss {demo,bench} [options]  (add --help after a command)"
+_USAGE = """usage: python -m mseloss {demo,bench} [options]   (or: mseloss {demo,bench} [options])
+
+commands:
+  demo    train a small autoencoder with torch.nn.MSELoss and with mseloss.MSELoss, compare
+  bench   time mseloss against eager PyTorch and torch.compile, interleaved in one process
+
+Add --help after a command for its options."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ def _validate(name: object, source: str) -> BackendName:
     if name == "triton" and importlib.util.find_spec("triton") is None:
         raise RuntimeError(
             f"{source}: the 'triton' backend needs Triton, which is not installed; "
-            "install it with `pip install 'mseloss[gpu]'` (or `pip install triton`)"
+            "install it with `pip install triton` (or the package's `gpu` extra)"
         )
     return cast(BackendName, name)
 

@@ -98,11 +98,17 @@ def run(epochs: int, batch_size: int, seed: int) -> tuple[list[float], list[floa
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m mseloss demo", description=__doc__)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser = argparse.ArgumentParser(
+        prog="python -m mseloss demo",
+        description="Train a 64-32-64 autoencoder on scikit-learn's digits twice from one seed, "
+        "with torch.nn.MSELoss and with mseloss.MSELoss, and compare the loss curves and the "
+        f"time per step. Exits with status 1 if the curves differ by more than {CURVE_RTOL:g} "
+        "(relative).",
+    )
+    parser.add_argument("--epochs", type=int, default=30, help="passes over the data (default 30)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and order (default 0)")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be positive")
