@@ -305,3 +305,21 @@ class TestBackends:
         assert out.shape == (4, 5)
         assert out.dtype == torch.bfloat16
         assert out.device.type == "meta"
+
+
+def test_kernel_cache_falls_back_to_the_user_cache_when_the_install_is_read_only(tmp_path):
+    code = (
+        "import numba.core.caching as caching\n"
+        "def read_only(self):\n"
+        "    raise OSError('read-only install')\n"
+        "caching.InTreeCacheLocator.ensure_cache_path = read_only\n"
+        "import torch, mseloss\n"
+        "print(mseloss.mse_loss(torch.ones(3), torch.zeros(3)).item())\n"
+    )
+    env = {**__import__("os").environ, "XDG_CACHE_HOME": str(tmp_path)}
+    env.pop("NUMBA_CACHE_DIR", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "1.0"
+    assert list(tmp_path.glob("numba/*/numba_cpu._sse_forward_partial-*.nbi"))
