@@ -77,12 +77,13 @@ def _transforms_active() -> bool:
 def _is_batched(tensor: torch.Tensor) -> bool:
     """Whether ``tensor`` is vmapped (torch.func.vmap, or ``is_grads_batched=True`` backward).
 
-    The older batching of ``is_grads_batched`` has a dispatch key Python cannot name, hence the
-    text search.
+    The older batching of ``is_grads_batched`` has a dispatch key Python cannot name; such a
+    tensor is recognised by having no backend key of its own.
     """
-    return torch._C._functorch.is_batchedtensor(tensor) or "Batched" in str(
-        torch._C._dispatch_keys(tensor)
-    )
+    if torch._C._functorch.is_batchedtensor(tensor):
+        return True
+    keys = torch._C._dispatch_keys(tensor)
+    return not (keys.has(torch._C.DispatchKey.CPU) or keys.has(torch._C.DispatchKey.CUDA))
 
 
 def _is_plain(tensor: torch.Tensor) -> bool:
