@@ -249,23 +249,19 @@ class _Bench:
         rows = []
         for provider in functions:
             ms, p20, p80 = timings.get(provider, [math.nan] * 3)
-            gbps = math.nan if math.isnan(ms) else nbytes / ms / 1e6
-            row = Row(
-                mode=mode,
-                dtype=dtype_name,
-                n=n,
-                provider=provider,
-                ms=ms,
-                ms_p20=p20,
-                ms_p80=p80,
-                bytes=nbytes,
-                gbps=gbps,
-                pct_peak=100 * gbps / peak,
-                t_over_eager=ms / timings["eager"][0] if "eager" in timings else math.nan,
-                t_over_compile=ms / timings["compile"][0] if "compile" in timings else math.nan,
-                note=notes.get(provider, ""),
+            rows.append(
+                _row(
+                    mode,
+                    dtype_name,
+                    n,
+                    provider,
+                    (ms, p20, p80),
+                    nbytes,
+                    peak,
+                    timings,
+                    notes.get(provider, ""),
+                )
             )
-            rows.append(row)
         if mode == "fwd" and dtype == torch.float32:
             rows.append(self._float32_accumulation(x, y, nbytes, peak, ours, timings))
         return rows
@@ -290,22 +286,48 @@ class _Bench:
             ms, p20, p80 = self._time(_step(fn, x, y, False), None)
         finally:
             triton_gpu._REDUCE_DTYPE[self.torch.float32] = saved
-        gbps = nbytes / ms / 1e6
-        return Row(
-            mode="fwd",
-            dtype="float32",
-            n=x.numel(),
-            provider="mseloss-f32acc",
-            ms=ms,
-            ms_p20=p20,
-            ms_p80=p80,
-            bytes=nbytes,
-            gbps=gbps,
-            pct_peak=100 * gbps / peak,
-            t_over_eager=ms / timings["eager"][0] if "eager" in timings else math.nan,
-            t_over_compile=ms / timings["compile"][0] if "compile" in timings else math.nan,
-            note=f"float32 partial sums; t/float64-partials = {ms / ours_ms:.3f}",
+        return _row(
+            "fwd",
+            "float32",
+            x.numel(),
+            "mseloss-f32acc",
+            (ms, p20, p80),
+            nbytes,
+            peak,
+            timings,
+            f"float32 partial sums; t/float64-partials = {ms / ours_ms:.3f}",
         )
+
+
+def _row(
+    mode: str,
+    dtype: str,
+    n: int,
+    provider: str,
+    timing: tuple[float, float, float],
+    nbytes: int,
+    peak: float,
+    timings: dict[str, list[float]],
+    note: str,
+) -> Row:
+    """One table row: median and quantile times, GB/s, % of peak and ratios to the baselines."""
+    ms, p20, p80 = timing
+    gbps = math.nan if math.isnan(ms) else nbytes / ms / 1e6
+    return Row(
+        mode=mode,
+        dtype=dtype,
+        n=n,
+        provider=provider,
+        ms=ms,
+        ms_p20=p20,
+        ms_p80=p80,
+        bytes=nbytes,
+        gbps=gbps,
+        pct_peak=100 * gbps / peak,
+        t_over_eager=ms / timings["eager"][0] if "eager" in timings else math.nan,
+        t_over_compile=ms / timings["compile"][0] if "compile" in timings else math.nan,
+        note=note,
+    )
 
 
 def _step(fn: Callable[[Any, Any], Any], x: Any, y: Any, backward: bool) -> Callable[[], None]:
