@@ -216,3 +216,54 @@ def test_broadcast_sum_does_not_depend_on_the_thread_count():
         torch.set_num_threads(threads)
     assert all(torch.equal(r, results[0]) for r in results)
     torch.testing.assert_close(results[0], ((x - y) ** 2).sum(), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"size_average": False}, {"reduction": "elementwise_mean"}],
+    ids=["broadcast", "legacy", "elementwise_mean"],
+)
+def test_warnings_do_not_break_a_fullgraph_compile(kwargs):
+    x = torch.randn(4, 5)
+    y = torch.randn(5) if not kwargs else torch.randn(4, 5)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda a, b: mseloss.mse_loss(a, b, **kwargs), fullgraph=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = compiled(x, y)
+        theirs = F.mse_loss(x, y, **kwargs)
+    texts = {str(w.message) for w in caught}
+    expected = {t for t in texts if "deprecated" in t or "target size" in t}
+    assert expected, texts
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_overlapping_patched_blocks_keep_the_patch_until_the_last_exits():
+    original = F.mse_loss
+    first, second = mseloss.patched(), mseloss.patched()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert torch.nn.functional.mse_loss is mseloss.mse_loss
+    second.__exit__(None, None, None)
+    assert torch.nn.functional.mse_loss is original
+    assert not mseloss.is_patched()
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "w"),
+    [
+        (torch.randn(()), torch.randn(3), torch.rand((), dtype=torch.float64)),
+        (torch.randn(()).bfloat16(), torch.randn(3).bfloat16(), torch.rand(())),
+    ],
+    ids=["f32-f64", "bf16-f32"],
+)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_weighted_zero_dim_weight_promotes_as_pytorch(x, y, w, reduction):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = mseloss.mse_loss(x, y, weight=w, reduction=reduction)
+        theirs = F.mse_loss(x, y, weight=w, reduction=reduction)
+        exact = F.mse_loss(x.double(), y.double(), weight=w.double(), reduction=reduction)
+    assert ours.dtype == theirs.dtype
+    torch.testing.assert_close(ours.double(), exact.to(ours.dtype).double(), rtol=1e-2, atol=1e-5)

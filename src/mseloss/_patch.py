@@ -23,6 +23,8 @@ _TARGETS: list[tuple[Any, str, Any]] = [
 
 _lock = threading.RLock()
 _originals: list[tuple[Any, str, Any]] = []
+_open_blocks = 0  # patched() blocks not yet exited
+_patched_by_blocks = False  # whether the outermost open block made the patch
 
 
 def is_patched() -> bool:
@@ -71,7 +73,10 @@ def unpatch() -> None:
 
 @contextlib.contextmanager
 def patched() -> Iterator[None]:
-    """:func:`patch` for the enclosed block; restores the previous state on exit.
+    """:func:`patch` for the enclosed block.
+
+    Blocks may overlap (nested, or in several threads): PyTorch stays patched until the last open
+    block exits, and is then unpatched only if the blocks made the patch.
 
     Example:
         >>> import torch, mseloss
@@ -79,11 +84,16 @@ def patched() -> Iterator[None]:
         ...     torch.nn.functional.mse_loss is mseloss.mse_loss
         True
     """
+    global _open_blocks, _patched_by_blocks
     with _lock:
-        was_patched = is_patched()
-        patch()
+        if _open_blocks == 0:
+            _patched_by_blocks = not is_patched()
+            patch()
+        _open_blocks += 1
     try:
         yield
     finally:
-        if not was_patched:
-            unpatch()
+        with _lock:
+            _open_blocks -= 1
+            if _open_blocks == 0 and _patched_by_blocks:
+                unpatch()

@@ -6,9 +6,22 @@ import enum
 import warnings
 from typing import Literal
 
-__all__ = ["Reduction", "ReductionName", "legacy_reduction", "parse_reduction"]
+__all__ = ["Reduction", "ReductionName", "legacy_reduction", "parse_reduction", "warn"]
 
 ReductionName = Literal["none", "mean", "sum"]
+
+
+def warn(message: str, stacklevel: int) -> None:
+    """``warnings.warn(message, UserWarning, stacklevel)``, also inside a torch.compile trace.
+
+    Dynamo cannot trace ``warnings.warn``; a function marked as having a constant result (what
+    ``torch.compiler.assume_constant_result`` does) is instead run once, in Python, while the
+    graph is traced, which is when PyTorch's own ``mse_loss`` warns under torch.compile too.
+    """
+    warnings.warn(message, stacklevel=stacklevel + 1)
+
+
+warn._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 class Reduction(enum.IntEnum):
@@ -40,7 +53,7 @@ def parse_reduction(reduction: object, stacklevel: int = 3) -> Reduction:
         if found is not None:
             return found
         if reduction == "elementwise_mean":
-            warnings.warn(
+            warn(
                 "reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
                 stacklevel=stacklevel,
             )
@@ -70,7 +83,7 @@ def legacy_reduction(
         name = "sum"
     else:
         name = "none"
-    warnings.warn(
+    warn(
         f"size_average and reduce args will be deprecated, please use reduction='{name}' instead.",
         stacklevel=stacklevel,
     )

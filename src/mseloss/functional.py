@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from mseloss import _fused, reference
-from mseloss._reduction import legacy_reduction, parse_reduction
+from mseloss._reduction import legacy_reduction, parse_reduction, warn
 
 __all__ = ["mse_loss"]
 
@@ -70,7 +68,7 @@ def mse_loss(
     if weight is not None:
         _check_tensor(weight, "weight")
     if target.size() != input.size():
-        warnings.warn(
+        warn(
             f"Using a target size ({target.size()}) that is different to the input size "
             f"({input.size()}). This will likely lead to incorrect results due to broadcasting. "
             "Please ensure they have the same size.",

@@ -132,8 +132,8 @@ def weighted_mse_loss(
     opmath = opmath_dtype(dtype)
     diff = input.to(opmath) - target.to(opmath)
     losses = diff * diff * weight.to(opmath)
-    if reduction == Reduction.MEAN:
-        return (losses.sum() / weight.to(opmath).sum()).to(dtype)
+    if reduction == Reduction.MEAN:  # a quotient of two 0-d sums: the weight's dtype counts
+        return (losses.sum() / weight.to(opmath).sum()).to(torch.promote_types(dtype, weight.dtype))
     return _reduce(losses, reduction).to(dtype)
 
 
