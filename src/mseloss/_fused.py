@@ -3,8 +3,9 @@
 :func:`mse` takes validated arguments and decides between the fused kernels (through
 :class:`FusedMSELoss`) and the plain-PyTorch reference. When a gradient is wanted from a reduced
 loss, the forward kernel writes it in the same pass as the sum; the backward then hands that buffer
-to autograd as it is when the upstream gradient is exactly one, scales it otherwise, and negates it
-for the target.
+to autograd as it is when the upstream gradient is exactly one, scales it in place otherwise
+(float32 and float64; the half types recompute it, to keep one rounding), and negates it for the
+target.
 """
 
 from __future__ import annotations
