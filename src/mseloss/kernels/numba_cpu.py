@@ -72,20 +72,6 @@ _kernel = njit(nogil=True, cache=True, fastmath={"reassoc", "contract"}, error_m
 # --------------------------------------------------------------------------------------------
 
 
-def _float16_bits_to_float64_typer(typingctx: Any, bits: Any) -> Any:
-    """Widen a float16 bit pattern held in a ``uint16`` to float64 (exact)."""
-    sig = types.float64(types.uint16)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        half = builder.bitcast(args[0], ir.HalfType())
-        return builder.fpext(half, ir.DoubleType())
-
-    return sig, codegen
-
-
-_float16_bits_to_float64: Any = intrinsic(_float16_bits_to_float64_typer)
-
-
 def _float16_bits_to_float32_typer(typingctx: Any, bits: Any) -> Any:
     """Widen a float16 bit pattern held in a ``uint16`` to float32 (exact)."""
     sig = types.float32(types.uint16)
@@ -141,8 +127,9 @@ _float32_to_bits: Any = intrinsic(_float32_to_bits_typer)
 
 
 @njit(inline="always")
-def _bfloat16_bits_to_float64(bits: Any) -> Any:
-    return np.float64(_bits_to_float32((np.uint32(bits) & np.uint32(0xFFFF)) << np.uint32(16)))
+def _bfloat16_bits_to_float32(bits: Any) -> Any:
+    """Widen a bfloat16 bit pattern held in an ``int16`` to float32 (exact)."""
+    return _bits_to_float32((np.uint32(bits) & np.uint32(0xFFFF)) << np.uint32(16))
 
 
 @njit(inline="always")
@@ -177,35 +164,8 @@ def _float64_to_bfloat16_bits(value: Any) -> Any:
     return np.int16(rounded + is_nan * (quiet_nan - rounded))
 
 
-def _load(array: Any, index: Any) -> Any:  # pragma: no cover - replaced by the overload
+def _store(array: Any, index: Any, value: Any) -> None:  # pragma: no cover - replaced
     raise NotImplementedError
-
-
-def _store(array: Any, index: Any, value: Any) -> None:  # pragma: no cover - as above
-    raise NotImplementedError
-
-
-@overload(_load, inline="always")
-def _load_as_float64(array: Any, index: Any) -> Any:
-    """Read one element of any supported storage type as float64."""
-    dtype = array.dtype
-    if dtype == types.uint16:
-
-        def load_float16(array: Any, index: Any) -> Any:
-            return _float16_bits_to_float64(array[index])
-
-        return load_float16
-    if dtype == types.int16:
-
-        def load_bfloat16(array: Any, index: Any) -> Any:
-            return _bfloat16_bits_to_float64(array[index])
-
-        return load_bfloat16
-
-    def load_native(array: Any, index: Any) -> Any:
-        return np.float64(array[index])
-
-    return load_native
 
 
 @overload(_store, inline="always")
@@ -281,9 +241,7 @@ def _widen_block(block: Any, scratch: Any) -> Any:
         def widen_bfloat16(block: Any, scratch: Any) -> Any:
             out = scratch[: block.size]
             for i in range(block.size):
-                out[i] = _bits_to_float32(
-                    (np.uint32(block[i]) & np.uint32(0xFFFF)) << np.uint32(16)
-                )
+                out[i] = _bfloat16_bits_to_float32(block[i])
             return out
 
         return widen_bfloat16
@@ -318,7 +276,7 @@ def _sse_forward_partial(
         ys = _widen(y[start : min(start + BLOCK, n)], y_buffer)
         total = 0.0
         for i in range(xs.size):
-            diff = _load(xs, i) - _load(ys, i)
+            diff = np.float64(xs[i]) - np.float64(ys[i])
             total += diff * diff
         partials[block] = total
         running += total
@@ -340,7 +298,7 @@ def _sse_forward_with_grad_partial(
         gs = out[start : min(start + BLOCK, n)]
         total = 0.0
         for i in range(xs.size):
-            diff = _load(xs, i) - _load(ys, i)
+            diff = np.float64(xs[i]) - np.float64(ys[i])
             total += diff * diff
             _store(gs, i, scale * diff)
         partials[block] = total
@@ -361,7 +319,7 @@ def _squared_error(
         ys = _widen(y[start : min(start + BLOCK, n)], y_buffer)
         os_ = out[start : min(start + BLOCK, n)]
         for i in range(xs.size):
-            diff = _load(xs, i) - _load(ys, i)
+            diff = np.float64(xs[i]) - np.float64(ys[i])
             _store(os_, i, diff * diff)
     return 0.0
 
@@ -379,7 +337,7 @@ def _mse_backward_scalar(
         ys = _widen(y[start : min(start + BLOCK, n)], y_buffer)
         gs = out[start : min(start + BLOCK, n)]
         for i in range(xs.size):
-            _store(gs, i, scale * (_load(xs, i) - _load(ys, i)))
+            _store(gs, i, scale * (np.float64(xs[i]) - np.float64(ys[i])))
     return 0.0
 
 
@@ -398,7 +356,7 @@ def _mse_backward_elementwise(
         us = _widen(upstream[start : min(start + BLOCK, n)], upstream_buffer)
         gs = out[start : min(start + BLOCK, n)]
         for i in range(xs.size):
-            _store(gs, i, scale * _load(us, i) * (_load(xs, i) - _load(ys, i)))
+            _store(gs, i, scale * np.float64(us[i]) * (np.float64(xs[i]) - np.float64(ys[i])))
     return 0.0
 
 
@@ -564,6 +522,14 @@ def _as_array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.as_strided((tensor.numel(),), (1,)).numpy()
 
 
+def _entry(cache: dict[Any, Any], make: Callable[..., Any], kernel: Any, dtype: torch.dtype) -> Any:
+    """The compiled entry point ``make(kernel, storage)`` for ``dtype``, made once."""
+    entry = cache.get((kernel, dtype))
+    if entry is None:
+        entry = cache.setdefault((kernel, dtype), make(kernel, _STORAGE_NUMPY[dtype]))
+    return entry
+
+
 def _launch(
     kernel: Callable[..., float],
     x: torch.Tensor,
@@ -580,11 +546,7 @@ def _launch(
     blocks = -(-numel // BLOCK)
     threads = min(torch.get_num_threads(), blocks) if numel >= PARALLEL_THRESHOLD else 1
     if threads <= 1:
-        key = (kernel, x.dtype)
-        serial = _serial_entries.get(key)
-        if serial is None:
-            serial = _make_serial_entry(kernel, _STORAGE_NUMPY[x.dtype])
-            serial = _serial_entries.setdefault(key, serial)
+        serial = _entry(_serial_entries, _make_serial_entry, kernel, x.dtype)
         return float(
             serial(
                 x.data_ptr(),
@@ -598,10 +560,7 @@ def _launch(
         )
     partials = np.empty(blocks, dtype=np.float64)
     if _GOMP_PARALLEL is not None:
-        key = (kernel, x.dtype)
-        entry = _team_entries.get(key)
-        if entry is None:
-            entry = _team_entries.setdefault(key, _make_team_entry(kernel, _STORAGE_NUMPY[x.dtype]))
+        entry = _entry(_team_entries, _make_team_entry, kernel, x.dtype)
         record = np.zeros(10, dtype=np.int64)
         record[_BLOCKS] = blocks
         record[_NUMEL] = numel
