@@ -67,7 +67,8 @@ def mse_loss(
     _check_tensor(target, "target")
     if weight is not None:
         _check_tensor(weight, "weight")
-    if target.size() != input.size():
+    mismatch = target.size() != input.size()
+    if mismatch:
         warn(
             f"Using a target size ({target.size()}) that is different to the input size "
             f"({input.size()}). This will likely lead to incorrect results due to broadcasting. "
@@ -76,7 +77,7 @@ def mse_loss(
         )
     if size_average is not None or reduce is not None:
         reduction = legacy_reduction(size_average, reduce)
-    if target.size() != input.size():
+    if mismatch:
         torch.broadcast_tensors(input, target)  # PyTorch's error for shapes that do not broadcast
     if weight is not None:
         if weight.size() != input.size():
